@@ -47,6 +47,7 @@ func (a *api) StartDaemon(ctx context.Context, r *supervisorv1.StartDaemonReques
 		}
 	}
 	if !p.isHealthy() {
+		p.revive()
 		p.requestRun(true)
 	}
 	return a.waitHealthy(ctx, p)
@@ -71,6 +72,7 @@ func (a *api) RestartDaemon(ctx context.Context, r *supervisorv1.RestartDaemonRe
 		return nil, err
 	}
 	before := p.snapshot()
+	p.revive()
 	p.requestRun(true)
 	// Wait for the old process to go before waiting for health, so the
 	// answer is about the new one.

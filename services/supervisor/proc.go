@@ -31,6 +31,17 @@ type proc struct {
 	changed   chan struct{} // closed and replaced on every state change
 }
 
+// revive clears a crash loop ahead of a start request, so waiters see the
+// daemon starting rather than still looping.
+func (p *proc) revive() {
+	p.set(func() {
+		if p.state == supervisorv1.DaemonState_DAEMON_STATE_CRASH_LOOP {
+			p.state = supervisorv1.DaemonState_DAEMON_STATE_STARTING
+			p.crashes = nil
+		}
+	})
+}
+
 func (p *proc) requestRun(run bool) {
 	select {
 	case <-p.want:
@@ -172,7 +183,7 @@ func (p *proc) run() {
 			}
 		})
 		if loop {
-			p.s.log.Error("crash loop: daemon left stopped; `ggctl restart` starts it again", "daemon", p.spec.Name,
+			p.s.log.Error("crash loop: daemon left stopped; `ggctl restart` starts it again", "name", p.spec.Name,
 				"crashes", sv.CrashLoopRestarts+1, "window", window, "last_error", exitErr)
 			wantRun = false
 			continue
@@ -180,7 +191,7 @@ func (p *proc) run() {
 		if ranFor > window {
 			backoff = time.Duration(sv.RestartBackoffInitialMs) * time.Millisecond
 		}
-		p.s.log.Warn("daemon exited; restarting", "daemon", p.spec.Name, "err", exitErr, "backoff", backoff)
+		p.s.log.Warn("daemon exited; restarting", "name", p.spec.Name, "err", exitErr, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
 		case w := <-p.want:
@@ -250,7 +261,7 @@ func (p *proc) runOnce() (exitErr string, stoppedOnRequest bool, ranFor time.Dur
 		p.startedAt = started
 		p.healthy = false
 	})
-	p.s.log.Info("daemon started", "daemon", p.spec.Name, "pid", cmd.Process.Pid)
+	p.s.log.Info("daemon started", "name", p.spec.Name, "pid", cmd.Process.Pid)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
@@ -277,7 +288,7 @@ func (p *proc) runOnce() (exitErr string, stoppedOnRequest bool, ranFor time.Dur
 		select {
 		case err = <-exited:
 		case <-time.After(stopTimeout):
-			p.s.log.Warn("daemon did not stop in time; killing", "daemon", p.spec.Name, "timeout", stopTimeout)
+			p.s.log.Warn("daemon did not stop in time; killing", "name", p.spec.Name, "timeout", stopTimeout)
 			cmd.Process.Kill()
 			err = <-exited
 		}
@@ -295,8 +306,10 @@ func (p *proc) runOnce() (exitErr string, stoppedOnRequest bool, ranFor time.Dur
 			p.state = supervisorv1.DaemonState_DAEMON_STATE_STOPPED
 		}
 	})
-	if !stopReq {
-		p.s.log.Warn("daemon died", "daemon", p.spec.Name, "err", msg, "ran", time.Since(started).Round(time.Millisecond))
+	if stopReq {
+		p.s.log.Info("daemon stopped", "name", p.spec.Name, "err", msg)
+	} else {
+		p.s.log.Warn("daemon died", "name", p.spec.Name, "err", msg, "ran", time.Since(started).Round(time.Millisecond))
 	}
 	return msg, stopReq, time.Since(started)
 }
@@ -323,15 +336,15 @@ func (p *proc) probe(ctx context.Context, started time.Time, startTimeout time.D
 				}
 			})
 			if ok {
-				p.s.log.Info("daemon healthy", "daemon", p.spec.Name, "pid", pid, "took", time.Since(started).Round(time.Millisecond))
+				p.s.log.Info("daemon healthy", "name", p.spec.Name, "pid", pid, "took", time.Since(started).Round(time.Millisecond))
 				every = time.Second
 			} else {
-				p.s.log.Warn("daemon unhealthy", "daemon", p.spec.Name, "pid", pid)
+				p.s.log.Warn("daemon unhealthy", "name", p.spec.Name, "pid", pid)
 			}
 			wasHealthy = ok
 		}
 		if !wasHealthy && time.Since(started) > startTimeout {
-			p.s.log.Error("daemon not healthy within start timeout; killing it", "daemon", p.spec.Name, "timeout", startTimeout)
+			p.s.log.Error("daemon not healthy within start timeout; killing it", "name", p.spec.Name, "timeout", startTimeout)
 			syscall.Kill(pid, syscall.SIGKILL)
 			return
 		}

@@ -162,12 +162,14 @@ func (s *Supervisor) serveAPI() error {
 // Shutdown stops daemons in reverse start order, each with the configured
 // stop timeout before SIGKILL, then the API.
 func (s *Supervisor) Shutdown(ctx context.Context) error {
-	s.stopOnce.Do(func() { close(s.stopping) })
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		p := s.procs[i]
 		p.requestRun(false)
 		p.waitStopped(ctx)
 	}
+	// Only now release the loops: closing stopping first would stop every
+	// daemon at once instead of in reverse order.
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.wg.Wait()
 	if s.http != nil {
 		s.http.Shutdown(ctx)
