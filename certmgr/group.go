@@ -2,24 +2,38 @@ package certmgr
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 
+	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 )
 
-// certmgr's part of a group is its core: a group is deployed to one core
-// (v1), so a group whose Core names another thing than this core's
-// coreThing.thingArn is refused before anything is applied. With no
-// thingArn configured (the embedded default) any core name is accepted.
+// certmgr's part of a group is its device identities. An AWS IoT
+// certificate id is the SHA-256 of the certificate's DER, so when a group
+// device's thing name is registered here, the group's CertificateArn must name
+// that same certificate. A mismatch means the device would be admitted with
+// one certificate here and another in the cloud: the deployment is refused,
+// naming the certificate to put in the group. (The group's core thing is
+// checked by the deployagent before any daemon is asked.)
 
-// followGroup loads the group in force and answers later deployments.
+var certID = regexp.MustCompile(`^arn:aws[a-z-]*:iot:[^:]*:[^:]*:cert/([0-9a-f]{64})$`)
+
+// followGroup checks the group in force and answers later deployments.
 func (s *Service) followGroup() error {
 	g, id, err := deployment.LoadCurrent(s.env.Root)
 	if err != nil {
 		return err
 	}
 	if g != nil {
+		if err := s.checkGroup(g); err != nil {
+			// The group was accepted before; a device re-registered since
+			// then is worth a warning, not a refusal to start.
+			s.env.Log.Warn("group in force no longer matches the device registry", "deployment", id, "err", err)
+		}
 		s.env.Log.Info("group in force", "deployment", id, "core", g.CoreThingName())
 	}
 	stop, err := deployment.Serve(s.env, s.applyGroup)
@@ -31,15 +45,34 @@ func (s *Service) followGroup() error {
 }
 
 func (s *Service) applyGroup(ctx context.Context, g *groupdef.Group, rollback bool) error {
-	if g == nil {
+	if g == nil || rollback {
 		return nil
 	}
-	want := ""
-	if s.env.Config.CoreThing.ThingArn != "" {
-		want = s.env.Config.CoreThingName()
+	return s.checkGroup(g)
+}
+
+func (s *Service) checkGroup(g *groupdef.Group) error {
+	var errs []error
+	if g.Devices != nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, d := range g.Devices.Devices {
+			name, err := arn.ThingName(d.ThingArn)
+			if err != nil {
+				continue // groupdef validation reports it
+			}
+			reg, ok := s.devices.Get(name)
+			if !ok {
+				continue
+			}
+			m := certID.FindStringSubmatch(strings.ToLower(d.CertificateArn))
+			if m == nil {
+				continue // not an AWS certificate id: nothing to compare
+			}
+			if m[1] != reg.Fingerprint {
+				errs = append(errs, fmt.Errorf("Devices[%d].CertificateArn: device %q is registered here with certificate %s, the group names %s (use arn:aws:iot:<region>:<account>:cert/%s)", i, name, reg.Fingerprint, m[1], reg.Fingerprint))
+			}
+		}
 	}
-	if got := g.CoreThingName(); want != "" && got != want && !rollback {
-		return fmt.Errorf("Core.Cores[0].ThingArn: the group is for core %q but this core is %q (coreThing.thingArn)", got, want)
-	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -1,0 +1,76 @@
+// Package deployagent is `ggd deployagent`: it deploys group definitions.
+//
+// A deployment is validated, staged under DIR/deployments/, sent to every
+// daemon that consumes the group (ApplyGroup over the bus, all in parallel)
+// and put in force (current.json) only when every one of them acknowledged.
+// When one refuses or stays silent, the daemons that may have applied it get
+// the group that was in force again, and nothing changes on disk. The
+// on-disk and bus contract lives in services/kit/deployment.
+package deployagent
+
+import (
+	"context"
+	"time"
+
+	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+)
+
+// Name is the daemon's name.
+const Name = "deployagent"
+
+// DefaultApplyTimeout is how long a consuming daemon has to answer an
+// ApplyGroup before the deployment fails naming it.
+const DefaultApplyTimeout = 10 * time.Second
+
+// Option tunes the deployagent.
+type Option func(*Config)
+
+// WithApplyTimeout sets the per-daemon apply timeout (tests shorten it).
+func WithApplyTimeout(d time.Duration) Option {
+	return func(c *Config) { c.ApplyTimeout = d }
+}
+
+// Spec declares the deployagent. consumers are the daemons that apply a part
+// of the group (the specs marked ConsumesGroup); each is asked on
+// evergreen.deploy.apply.<name>.
+func Spec(consumers []string, opts ...Option) daemon.Spec {
+	return daemon.Spec{
+		Name:     Name,
+		Requires: []string{"bus", "certmgr"},
+		Bus: &daemon.BusRole{
+			Publish:   []string{"evergreen.deploy.>"},
+			Subscribe: []string{"evergreen.certmgr.events.>"},
+		},
+		New: func() daemon.Service {
+			return &service{consumers: append([]string(nil), consumers...), opts: opts}
+		},
+	}
+}
+
+type service struct {
+	consumers []string
+	opts      []Option
+	local     *Local
+}
+
+func (s *service) Start(ctx context.Context, env *daemon.Env) error {
+	c := Config{Root: env.Root, Bus: env.Bus, Log: env.Log, Consumers: s.consumers, CoreConfig: env.Config}
+	for _, o := range s.opts {
+		o(&c)
+	}
+	l, err := NewLocal(c)
+	if err != nil {
+		return err
+	}
+	s.local = l
+	deployv1.RegisterDeployerServer(env.GRPC, NewServer(l))
+	return nil
+}
+
+func (s *service) Stop(ctx context.Context) error {
+	if s.local == nil {
+		return nil
+	}
+	return s.local.Close(ctx)
+}

@@ -1,0 +1,241 @@
+// Package deployment is the on-disk and on-the-bus contract of deployments.
+//
+// The deployagent owns DIR/deployments/. Every daemon that consumes the group
+// reads the group in force with LoadCurrent when it starts and follows later
+// deployments with Serve. Files (all written with atomicfile, so a power cut
+// leaves the old content or the new one):
+//
+//	current.json   the deployment in force: Record
+//	previous.json  the one it replaced: Record
+//	staged.json    a deployment being applied now; left behind only by a
+//	               deployagent that stopped mid-deployment, and then discarded
+//	history.json   the last HistoryLimit deployments, newest first, each a
+//	               deployv1.Deployment in protojson
+package deployment
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
+	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
+	"github.com/evergreen-edge/evergreen/services/kit/layout"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// HistoryLimit bounds history.json; the oldest records are dropped first.
+const HistoryLimit = 100
+
+// File names under DIR/deployments/.
+const (
+	CurrentFile  = "current.json"
+	PreviousFile = "previous.json"
+	StagedFile   = "staged.json"
+	HistoryFile  = "history.json"
+)
+
+// The files hold the group definition, which may name secrets' ARNs and
+// device identities: readable by the suite's user only.
+const fileMode = 0o600
+
+// Path is the path of one of the files above.
+func Path(root layout.Root, file string) string {
+	return filepath.Join(root.DeploymentsDir(), file)
+}
+
+// Record is the content of current.json, previous.json and staged.json.
+type Record struct {
+	DeploymentID string `json:"deploymentId"`
+	// GroupSHA256 is the hex sha256 of the group file as it was submitted;
+	// empty for a reset.
+	GroupSHA256 string    `json:"groupSha256"`
+	DeployedAt  time.Time `json:"deployedAt"`
+	// Reset records a deployment that removed the group; Group is then null.
+	Reset bool `json:"reset"`
+	// Group is the canonical group JSON (groupdef.Marshal), or null.
+	Group json.RawMessage `json:"group"`
+}
+
+// Decode parses the recorded group; nil when the record is a reset.
+func (r *Record) Decode() (*groupdef.Group, error) {
+	if r == nil || r.Reset || len(r.Group) == 0 || bytes.Equal(bytes.TrimSpace(r.Group), []byte("null")) {
+		return nil, nil
+	}
+	return groupdef.Parse(r.Group)
+}
+
+// HasGroup reports whether the record puts a group in force.
+func (r *Record) HasGroup() bool {
+	return r != nil && !r.Reset && len(r.Group) > 0 && !bytes.Equal(bytes.TrimSpace(r.Group), []byte("null"))
+}
+
+// ReadRecord reads one record file. It returns (nil, nil) when the file does
+// not exist.
+func ReadRecord(path string) (*Record, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: corrupt: %w", path, err)
+	}
+	if r.DeploymentID == "" {
+		return nil, fmt.Errorf("%s: corrupt: deploymentId is empty", path)
+	}
+	return &r, nil
+}
+
+// WriteRecord replaces a record file atomically.
+func WriteRecord(path string, r *Record) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(r); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, buf.Bytes(), fileMode)
+}
+
+// ReadCurrent returns the record in force, nil when nothing was ever
+// deployed.
+func ReadCurrent(root layout.Root) (*Record, error) {
+	return ReadRecord(Path(root, CurrentFile))
+}
+
+// LoadCurrent returns the group in force and the id of the deployment that
+// put it there. The group is nil when nothing was ever deployed (id "") or
+// when the last deployment was a reset (id of the reset).
+func LoadCurrent(root layout.Root) (*groupdef.Group, string, error) {
+	r, err := ReadCurrent(root)
+	if err != nil || r == nil {
+		return nil, "", err
+	}
+	g, err := r.Decode()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: group: %w", Path(root, CurrentFile), err)
+	}
+	return g, r.DeploymentID, nil
+}
+
+// Commit puts next in force: the old current.json becomes previous.json,
+// then next becomes current.json. A power cut between the two renames
+// leaves the old group in force in both files, never a mix.
+func Commit(root layout.Root, next *Record) error {
+	old, err := ReadCurrent(root)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		if err := WriteRecord(Path(root, PreviousFile), old); err != nil {
+			return err
+		}
+	}
+	return WriteRecord(Path(root, CurrentFile), next)
+}
+
+// ReadHistory returns the recorded deployments, newest first; none when
+// history.json does not exist.
+func ReadHistory(root layout.Root) ([]*deployv1.Deployment, error) {
+	path := Path(root, HistoryFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%s: corrupt: %w", path, err)
+	}
+	out := make([]*deployv1.Deployment, 0, len(raw))
+	for i, m := range raw {
+		d := &deployv1.Deployment{}
+		if err := protojson.Unmarshal(m, d); err != nil {
+			return nil, fmt.Errorf("%s: corrupt record %d: %w", path, i, err)
+		}
+		out = append(out, d)
+	}
+	if len(out) > HistoryLimit {
+		out = out[:HistoryLimit]
+	}
+	return out, nil
+}
+
+// WriteHistory replaces history.json with the first HistoryLimit of ds
+// (newest first). The current flag is not stored: it follows current.json.
+func WriteHistory(root layout.Root, ds []*deployv1.Deployment) error {
+	if len(ds) > HistoryLimit {
+		ds = ds[:HistoryLimit]
+	}
+	raw := make([]json.RawMessage, 0, len(ds))
+	for _, d := range ds {
+		c := proto.Clone(d).(*deployv1.Deployment)
+		c.Current = false
+		b, err := protojson.Marshal(c)
+		if err != nil {
+			return err
+		}
+		raw = append(raw, b)
+	}
+	b, err := json.MarshalIndent(raw, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(Path(root, HistoryFile), append(b, '\n'), fileMode)
+}
+
+// RemoveStaleTemps deletes the temp files an interrupted atomic write left
+// next to the deployment files and returns their paths. The targets
+// themselves are intact (the rename never happened), so this loses nothing.
+func RemoveStaleTemps(root layout.Root) ([]string, error) {
+	entries, err := os.ReadDir(root.DeploymentsDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		if e.IsDir() || !isTempOfOurs(e.Name()) {
+			continue
+		}
+		p := filepath.Join(root.DeploymentsDir(), e.Name())
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, err
+		}
+		removed = append(removed, p)
+	}
+	if len(removed) > 0 {
+		if err := atomicfile.SyncDir(root.DeploymentsDir()); err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// isTempOfOurs matches atomicfile's temp names for our files:
+// ".current.json.tmp-123".
+func isTempOfOurs(name string) bool {
+	for _, f := range []string{CurrentFile, PreviousFile, StagedFile, HistoryFile} {
+		if strings.HasPrefix(name, "."+f+".tmp-") {
+			return true
+		}
+	}
+	return false
+}

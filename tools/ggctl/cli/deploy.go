@@ -1,0 +1,282 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// invalidDefinition is `ggctl deploy --json` for a definition the
+// deployagent refused: every validation error, one per element.
+type invalidDefinition struct {
+	Code   string   `json:"code"`
+	File   string   `json:"file"`
+	Errors []string `json:"errors"`
+}
+
+func cmdDeploy(a *app, args []string) error {
+	fset := a.flags()
+	reset := fset.Bool("reset", false, "remove the deployed group instead of deploying a file")
+	id := fset.String("id", "", "deployment id to use (the deployagent generates one when empty)")
+	pos, err := a.parse(fset, args, 0, 1)
+	if err != nil {
+		return err
+	}
+	req := &deployv1.DeployRequest{DeploymentId: *id}
+	file := ""
+	switch {
+	case *reset && len(pos) > 0:
+		return usageErrorf("deploy: give FILE or --reset, not both")
+	case *reset:
+		req.Reset_ = true
+	case len(pos) == 0:
+		return usageErrorf("deploy: missing argument: usage: ggctl deploy FILE | --reset")
+	default:
+		file = pos[0]
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return usageErrorf("deploy: read group definition: %v", err)
+		}
+		if len(strings.TrimSpace(string(b))) == 0 {
+			return usageErrorf("deploy: %s is empty", file)
+		}
+		req.GroupJson = b
+	}
+
+	d, err := a.deployer()
+	if err != nil {
+		return err
+	}
+	// A deployment takes as long as the daemons need to apply it, so the
+	// stream has no --timeout; Ctrl-C stops following it.
+	ctx, cancel := context.WithCancel(a.ctx)
+	defer cancel()
+	start := time.Now()
+	stream, err := d.Deploy(ctx, req)
+	if err != nil {
+		return a.deployError(file, "", err)
+	}
+	var final *deployv1.DeployEvent
+	deploymentID := req.GetDeploymentId()
+	for final == nil {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return a.deployError(file, deploymentID, err)
+		}
+		if ev.GetDeploymentId() != "" {
+			deploymentID = ev.GetDeploymentId()
+		}
+		fmt.Fprintf(a.stderr, "%8.2fs  %-11s  %s\n", time.Since(start).Seconds(),
+			enumName(ev.GetStatus().String(), "DEPLOYMENT_STATUS_"), oneLine(ev.GetMessage()))
+		switch ev.GetStatus() {
+		case deployv1.DeploymentStatus_DEPLOYMENT_STATUS_SUCCESS, deployv1.DeploymentStatus_DEPLOYMENT_STATUS_FAILURE:
+			final = ev
+		}
+	}
+	if final == nil {
+		return failf("deployment %s: the deployagent ended the stream without a result (see 'ggctl deployments show %s')", deploymentID, deploymentID)
+	}
+	took := time.Since(start)
+	success := final.GetStatus() == deployv1.DeploymentStatus_DEPLOYMENT_STATUS_SUCCESS
+
+	if a.g.json {
+		if err := a.printProto(final); err != nil {
+			return err
+		}
+	} else {
+		what := "deployment " + deploymentID
+		if req.GetReset_() {
+			what = "reset " + deploymentID
+		}
+		switch {
+		case success && req.GetReset_():
+			fmt.Fprintf(a.stdout, "%s: SUCCESS in %s; no group is deployed\n", what, seconds(took))
+		case success:
+			fmt.Fprintf(a.stdout, "%s: SUCCESS in %s\n", what, seconds(took))
+		default:
+			fmt.Fprintf(a.stdout, "%s: FAILURE after %s; the previous group stays in force\n", what, seconds(took))
+		}
+		if err := printResults(a.stdout, final.GetResults()); err != nil {
+			return err
+		}
+	}
+	if success {
+		return nil
+	}
+	refused := 0
+	for _, r := range final.GetResults() {
+		if !r.GetOk() {
+			refused++
+		}
+	}
+	if refused > 0 {
+		return failf("deployment %s failed: %d of %d daemons refused it", deploymentID, refused, len(final.GetResults()))
+	}
+	return failf("deployment %s failed: %s", deploymentID, final.GetMessage())
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2fs", d.Seconds()) }
+
+// deployError reports a Deploy call that ended with an error status;
+// INVALID_ARGUMENT lists every validation error.
+func (a *app) deployError(file, id string, err error) error {
+	st, _ := status.FromError(err)
+	switch {
+	case st.Code() == codes.InvalidArgument && file != "":
+		errs := validationErrors(st.Message())
+		if a.g.json {
+			if err := a.printJSON(invalidDefinition{Code: codes.InvalidArgument.String(), File: file, Errors: errs}); err != nil {
+				return err
+			}
+		}
+		noun := "errors"
+		if len(errs) == 1 {
+			noun = "error"
+		}
+		fmt.Fprintf(a.stderr, "ggctl: %s is not a valid group definition (%d %s):\n", file, len(errs), noun)
+		for _, e := range errs {
+			fmt.Fprintf(a.stderr, "  %s\n", e)
+		}
+		return silentFailure(ExitUsage)
+	case st.Code() == codes.Aborted:
+		return failf("another deployment is in progress; try again when it ends (%s)", st.Message())
+	case st.Code() == codes.Canceled && a.ctx.Err() != nil:
+		if id == "" {
+			return failf("interrupted; the deployment may go on in the core (see 'ggctl deployments')")
+		}
+		return failf("interrupted; deployment %s may go on in the core (see 'ggctl deployments show %s')", id, id)
+	}
+	return a.rpcError(deployagentDaemon, err)
+}
+
+// validationErrors splits the deployagent's INVALID_ARGUMENT message into
+// one error per line. The message lists every error; a headline of its own
+// (a first line ending in ':') gives way to ggctl's.
+func validationErrors(msg string) []string {
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, strings.TrimPrefix(strings.TrimPrefix(l, "- "), "* "))
+		}
+	}
+	if len(lines) > 1 && strings.HasSuffix(lines[0], ":") {
+		lines = lines[1:]
+	}
+	if len(lines) == 1 {
+		var parts []string
+		for _, p := range strings.Split(lines[0], "; ") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		lines = parts
+	}
+	if len(lines) == 0 {
+		lines = []string{"the deployagent gave no details"}
+	}
+	return lines
+}
+
+func printResults(w io.Writer, results []*deployv1.DaemonResult) error {
+	if len(results) == 0 {
+		return nil
+	}
+	t := newTable(w, "DAEMON", "RESULT", "REASON")
+	for _, r := range results {
+		res := "ok"
+		if !r.GetOk() {
+			res = "FAILED"
+		}
+		t.row(r.GetDaemon(), res, r.GetReason())
+	}
+	return t.flush()
+}
+
+func cmdDeployments(a *app, args []string) error {
+	if _, err := a.parse(a.flags(), args, 0, 0); err != nil {
+		return err
+	}
+	d, err := a.deployer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.unary()
+	defer cancel()
+	resp, err := d.ListDeployments(ctx, &deployv1.ListDeploymentsRequest{})
+	if err != nil {
+		return a.rpcError(deployagentDaemon, err)
+	}
+	if a.g.json {
+		return a.printProto(resp)
+	}
+	if len(resp.GetDeployments()) == 0 {
+		fmt.Fprintln(a.stdout, "no deployments yet")
+		return nil
+	}
+	t := newTable(a.stdout, "ID", "TYPE", "STATUS", "CREATED", "FINISHED", "CURRENT", "ERROR")
+	for _, dep := range resp.GetDeployments() {
+		current := ""
+		if dep.GetCurrent() {
+			current = "yes"
+		}
+		t.row(dep.GetDeploymentId(),
+			enumName(dep.GetType().String(), "DEPLOYMENT_TYPE_"),
+			enumName(dep.GetStatus().String(), "DEPLOYMENT_STATUS_"),
+			humanTime(dep.GetCreatedAt()), humanTime(dep.GetFinishedAt()), current, dep.GetError())
+	}
+	return t.flush()
+}
+
+func cmdDeploymentsShow(a *app, args []string) error {
+	pos, err := a.parse(a.flags(), args, 0, 1)
+	if err != nil {
+		return err
+	}
+	id := ""
+	if len(pos) == 1 {
+		id = pos[0]
+	}
+	d, err := a.deployer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.unary()
+	defer cancel()
+	dep, err := d.GetDeployment(ctx, &deployv1.GetDeploymentRequest{DeploymentId: id})
+	if err != nil {
+		if id == "" && status.Code(err) == codes.NotFound {
+			return &exitError{code: ExitNotFound, msg: "nothing has been deployed yet"}
+		}
+		return a.rpcError(deployagentDaemon, err)
+	}
+	if a.g.json {
+		return a.printProto(dep)
+	}
+	t := newTable(a.stdout)
+	t.row("ID:", dep.GetDeploymentId())
+	t.row("Type:", enumName(dep.GetType().String(), "DEPLOYMENT_TYPE_"))
+	t.row("Status:", enumName(dep.GetStatus().String(), "DEPLOYMENT_STATUS_"))
+	t.row("Created:", humanTime(dep.GetCreatedAt()))
+	t.row("Finished:", humanTime(dep.GetFinishedAt()))
+	t.row("Current:", yesNo(dep.GetCurrent()))
+	t.row("Group sha256:", dep.GetGroupSha256())
+	t.row("Error:", dep.GetError())
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(dep.GetResults()) > 0 {
+		fmt.Fprintln(a.stdout)
+	}
+	return printResults(a.stdout, dep.GetResults())
+}
