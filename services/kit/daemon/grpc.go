@@ -118,6 +118,8 @@ func MutualTLSListener(addr string, cert tls.Certificate, caPEM []byte) (net.Lis
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
+		// gRPC clients insist on ALPN h2.
+		NextProtos: []string{"h2"},
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
