@@ -40,7 +40,7 @@ test-short: build
 lint:
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
 	@if GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) 2>/dev/null; then \
-		for m in $(MODULES); do (cd $$m && $(TOOLS)/staticcheck ./...); done; \
+		set -e; for m in $(MODULES); do (cd $$m && $(TOOLS)/staticcheck ./...); done; \
 	else echo "staticcheck could not be installed from the module proxy; go vet only"; fi
 
 bench: build

@@ -155,22 +155,6 @@ func receive(t *testing.T, ch chan *nats.Msg, m proto.Message, within time.Durat
 	}
 }
 
-// checkFor polls fn until it returns nil or total has passed.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 // readChain reads a PEM chain file.
 func readChain(t *testing.T, path string) []*x509.Certificate {
 	t.Helper()

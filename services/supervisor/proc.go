@@ -4,8 +4,14 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 
@@ -284,6 +290,9 @@ func (p *proc) runOnce() (exitErr string, stoppedOnRequest bool, ranFor time.Dur
 	}
 	if stopReq {
 		p.set(func() { p.state = supervisorv1.DaemonState_DAEMON_STATE_STOPPING; p.healthy = false })
+		// Hang up the health stream first so the daemon's graceful stop
+		// has no stream to wait for.
+		cancelHealth()
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err = <-exited:
@@ -314,46 +323,70 @@ func (p *proc) runOnce() (exitErr string, stoppedOnRequest bool, ranFor time.Dur
 	return msg, stopReq, time.Since(started)
 }
 
-// probe polls the daemon's health: fast until it first reports SERVING,
-// then once a second. A daemon not healthy within the start timeout is
-// killed so the restart policy takes over.
+// probe follows the daemon's health with one grpc.health.v1 Watch stream
+// per process, so an idle suite exchanges no health traffic at all (polling
+// would wake every daemon every second). A daemon not healthy within the
+// start timeout is killed so the restart policy takes over.
 func (p *proc) probe(ctx context.Context, started time.Time, startTimeout time.Duration, pid int) {
-	socket := p.s.o.Root.Socket(p.spec.Name)
-	every := 20 * time.Millisecond
-	wasHealthy := false
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		ok := checkHealth(cctx, socket)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if ok != wasHealthy {
-			p.set(func() {
-				p.healthy = ok
-				if ok {
-					p.state = supervisorv1.DaemonState_DAEMON_STATE_RUNNING
-				}
-			})
-			if ok {
-				p.s.log.Info("daemon healthy", "name", p.spec.Name, "pid", pid, "took", time.Since(started).Round(time.Millisecond))
-				every = time.Second
-			} else {
-				p.s.log.Warn("daemon unhealthy", "name", p.spec.Name, "pid", pid)
-			}
-			wasHealthy = ok
-		}
-		if !wasHealthy && time.Since(started) > startTimeout {
+	var everHealthy atomic.Bool
+	deadline := time.AfterFunc(startTimeout, func() {
+		if !everHealthy.Load() && ctx.Err() == nil {
 			p.s.log.Error("daemon not healthy within start timeout; killing it", "name", p.spec.Name, "timeout", startTimeout)
 			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	defer deadline.Stop()
+	conn, err := dialFast(p.s.o.Root.Socket(p.spec.Name))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	client := healthpb.NewHealthClient(conn)
+	healthy := false
+	set := func(ok bool) {
+		if ok == healthy {
 			return
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
+		healthy = ok
+		p.set(func() {
+			p.healthy = ok
+			if ok {
+				p.state = supervisorv1.DaemonState_DAEMON_STATE_RUNNING
+			}
+		})
+		if ok {
+			if !everHealthy.Swap(true) {
+				p.s.log.Info("daemon healthy", "name", p.spec.Name, "pid", pid, "took", time.Since(started).Round(time.Millisecond))
+			}
+		} else if ctx.Err() == nil {
+			p.s.log.Warn("daemon unhealthy", "name", p.spec.Name, "pid", pid)
 		}
 	}
+	for ctx.Err() == nil {
+		stream, err := client.Watch(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		for err == nil {
+			var resp *healthpb.HealthCheckResponse
+			if resp, err = stream.Recv(); err == nil {
+				set(resp.Status == healthpb.HealthCheckResponse_SERVING)
+			}
+		}
+		set(false)
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// dialFast is a client for a daemon's socket that retries quickly while
+// the daemon is still creating it (gRPC's default first backoff is 1 s).
+func dialFast(socket string) (*grpc.ClientConn, error) {
+	return grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 200 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
 }
 
 func (p *proc) snapshot() *supervisorv1.Daemon {

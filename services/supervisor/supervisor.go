@@ -61,6 +61,7 @@ type Supervisor struct {
 	stopping  chan struct{}
 	stopOnce  sync.Once
 	startedAt time.Time
+	lock      *layout.Lock
 }
 
 // New prepares the layout, resolves listen addresses into
@@ -72,6 +73,18 @@ func New(o Options) (*Supervisor, error) {
 	if err := o.Root.Create(); err != nil {
 		return nil, err
 	}
+	// One supervisor per root: a second one would rewrite endpoints.json
+	// under the first one's daemons.
+	lock, err := o.Root.TryLock(Name)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Unlock()
+		}
+	}()
 	eps, err := endpoints.Resolve(o.Config.Evergreen.Listen)
 	if err != nil {
 		return nil, err
@@ -88,7 +101,7 @@ func New(o Options) (*Supervisor, error) {
 	if err := bus.EnsureCredentials(o.Root, users); err != nil {
 		return nil, err
 	}
-	s := &Supervisor{o: o, log: o.Log, eps: eps, byName: map[string]*proc{}, stopping: make(chan struct{}), startedAt: time.Now()}
+	s := &Supervisor{o: o, log: o.Log, eps: eps, lock: lock, byName: map[string]*proc{}, stopping: make(chan struct{}), startedAt: time.Now()}
 	allowed := map[string]bool{}
 	for _, n := range o.Config.Evergreen.Daemons {
 		allowed[n] = true
@@ -108,19 +121,19 @@ func New(o Options) (*Supervisor, error) {
 			}
 		}
 	}
+	if err := s.serveAPI(); err != nil {
+		return nil, err
+	}
+	ok = true
 	return s, nil
 }
 
 // Endpoints are the resolved listen addresses.
 func (s *Supervisor) Endpoints() endpoints.Endpoints { return s.eps }
 
-// Start serves the supervisor's gRPC API and HTTP endpoint, then starts every
-// daemon. It returns once all are healthy or ctx ends (the daemons keep being
-// supervised either way).
+// Start starts every daemon. It returns once all are healthy or ctx ends
+// (the daemons keep being supervised either way).
 func (s *Supervisor) Start(ctx context.Context) error {
-	if err := s.serveAPI(); err != nil {
-		return err
-	}
 	for _, p := range s.procs {
 		s.wg.Add(1)
 		go p.run()
@@ -142,6 +155,7 @@ func (s *Supervisor) serveAPI() error {
 	if err != nil {
 		return err
 	}
+
 	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.grpc = g
 	go g.Serve(ln)
@@ -149,6 +163,7 @@ func (s *Supervisor) serveAPI() error {
 	if s.eps.HTTP != "" {
 		hl, err := net.Listen("tcp", s.eps.HTTP)
 		if err != nil {
+			ln.Close()
 			return fmt.Errorf("evergreen.listen.http %s: %w", s.eps.HTTP, err)
 		}
 		s.httpAddr = hl.Addr().String()
@@ -179,6 +194,7 @@ func (s *Supervisor) Shutdown(ctx context.Context) error {
 	}
 	os.Remove(s.o.Root.Socket(Name))
 	os.Remove(s.o.Root.PidFile(Name))
+	s.lock.Unlock()
 	s.log.Info("suite stopped")
 	return nil
 }

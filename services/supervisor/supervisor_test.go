@@ -241,3 +241,30 @@ func TestBadConfigRefusesToStart(t *testing.T) {
 		})
 	}
 }
+
+// A second supervisor on the same root refuses to start and leaves the
+// first one's suite alone.
+func TestSecondSupervisorOnSameRootRefused(t *testing.T) {
+	s := startSuite(t, nil)
+	before := s.Daemons()
+	out, err := exec.Command(suitetest.Binary(t, "ggd"), "--root", s.Root.Dir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "already running") {
+		t.Fatalf("second supervisor: err=%v output=%s", err, out)
+	}
+	if err := s.WaitHealthy(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range s.Daemons() {
+		if d.Pid != before[i].Pid {
+			t.Fatalf("%s was restarted by the second supervisor", d.Name)
+		}
+	}
+	// A daemon started by hand next to the supervised one is refused too.
+	out, err = exec.Command(suitetest.Binary(t, "ggd"), "certmgr", "--root", s.Root.Dir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "already running") {
+		t.Fatalf("second certmgr: err=%v output=%s", err, out)
+	}
+	if _, err := os.Stat(s.Root.Socket("certmgr")); err != nil {
+		t.Fatal("the refused certmgr removed the running one's socket")
+	}
+}

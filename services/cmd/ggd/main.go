@@ -21,6 +21,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/logging"
+	"github.com/evergreen-edge/evergreen/services/kit/memtrim"
 	"github.com/evergreen-edge/evergreen/services/kit/sdnotify"
 	"github.com/evergreen-edge/evergreen/services/suite"
 	"github.com/evergreen-edge/evergreen/services/supervisor"
@@ -129,6 +130,7 @@ func supervise(args []string, stderr io.Writer) int {
 		log.Error("suite did not come up healthy; still supervising", "err", err)
 	}
 	startCancel()
+	time.AfterFunc(daemon.TrimDelay, memtrim.Trim)
 	log.Info("supervising", "root", *root, "http", sv.HTTPAddr(), "bus", sv.Endpoints().Bus)
 	sdnotify.Ready()
 	<-ctx.Done()

@@ -28,6 +28,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/endpoints"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/logging"
+	"github.com/evergreen-edge/evergreen/services/kit/memtrim"
 	"github.com/evergreen-edge/evergreen/services/kit/sdnotify"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
@@ -101,7 +102,16 @@ type Running struct {
 	serveErr chan error
 	once     sync.Once
 	stopErr  error
+	trim     *time.Timer
+	lock     *layout.Lock
 }
+
+// TrimDelay is how long after ready a daemon gives start-up memory back
+// (see package memtrim).
+const TrimDelay = 2 * time.Second
+
+// StreamGrace is how long a stopping daemon waits for RPCs in flight.
+const StreamGrace = 500 * time.Millisecond
 
 // PrepareRoot creates the layout and the default config on first start, then
 // loads and validates config.json.
@@ -131,8 +141,13 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 	} else if err := root.Create(); err != nil {
 		return nil, err
 	}
+	lock, err := root.TryLock(spec.Name)
+	if err != nil {
+		return nil, err
+	}
 	ep, err := endpoints.Ensure(root.EndpointsFile(), cfg.Evergreen.Listen)
 	if err != nil {
+		lock.Unlock()
 		return nil, err
 	}
 	lg := cfg.Evergreen.Logging
@@ -140,9 +155,10 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 		File: root.LogFile(spec.Name), MaxFileBytes: lg.MaxFileBytes, MaxFiles: lg.MaxFiles, Level: lg.Level, Stderr: o.LogStderr,
 	})
 	if err != nil {
+		lock.Unlock()
 		return nil, err
 	}
-	r := &Running{spec: spec, closeLg: closeLog, done: make(chan struct{}), serveErr: make(chan error, 2)}
+	r := &Running{spec: spec, lock: lock, closeLg: closeLog, done: make(chan struct{}), serveErr: make(chan error, 2)}
 	env := &Env{Name: spec.Name, Root: root, Config: cfg, Endpoints: ep, Log: log}
 	r.Env = env
 	fail := func(err error) (*Running, error) {
@@ -194,6 +210,9 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 	env.Health.SetServingStatus(spec.Name, healthpb.HealthCheckResponse_SERVING)
 	os.WriteFile(root.PidFile(spec.Name), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	log.Info("ready", "socket", root.Socket(spec.Name), "pid", os.Getpid())
+	// Start-up garbage and start-up code are done with once the burst of
+	// first requests has passed.
+	r.trim = time.AfterFunc(TrimDelay, memtrim.Trim)
 	return r, nil
 }
 
@@ -226,6 +245,9 @@ func (r *Running) Shutdown(ctx context.Context) error {
 func (r *Running) teardown(ctx context.Context) error {
 	env := r.Env
 	var errs []error
+	if r.trim != nil {
+		r.trim.Stop()
+	}
 	if env.Health != nil {
 		env.Health.Shutdown()
 	}
@@ -235,10 +257,17 @@ func (r *Running) teardown(ctx context.Context) error {
 		}
 	}
 	if env.GRPC != nil {
+		// Let unary calls in flight finish, but do not wait for
+		// long-lived streams (health Watch, log follow): they end only
+		// when their clients hang up.
+		grace := time.NewTimer(StreamGrace)
+		defer grace.Stop()
 		stopped := make(chan struct{})
 		go func() { env.GRPC.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
+		case <-grace.C:
+			env.GRPC.Stop()
 		case <-ctx.Done():
 			env.GRPC.Stop()
 		}
@@ -259,6 +288,7 @@ func (r *Running) teardown(ctx context.Context) error {
 	if r.closeLg != nil {
 		r.closeLg.Close()
 	}
+	r.lock.Unlock()
 	return errors.Join(errs...)
 }
 
