@@ -70,7 +70,7 @@ func (s *Service) checkGroup(g *groupdef.Group) error {
 				continue // not an AWS certificate id: nothing to compare
 			}
 			if m[1] != reg.Fingerprint {
-				errs = append(errs, fmt.Errorf("Devices[%d].CertificateArn: device %q is registered here with certificate %s, the group names %s (use arn:aws:iot:<region>:<account>:cert/%s)", i, name, reg.Fingerprint, m[1], reg.Fingerprint))
+				errs = append(errs, fmt.Errorf("Devices[%d].CertificateArn: device %q is registered here with another certificate; its CertificateArn must end in cert/%s", i, name, reg.Fingerprint))
 			}
 		}
 	}

@@ -9,6 +9,7 @@ package arn
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -33,7 +34,7 @@ func Parse(s string) (ARN, error) {
 		return ARN{}, fmt.Errorf("%q is not an ARN (want arn:<partition>:<service>:<region>:<account>:<resource>)", s)
 	}
 	a := ARN{Partition: parts[1], Service: parts[2], Region: parts[3], Account: parts[4], Resource: parts[5]}
-	if !contains(partitions, a.Partition) {
+	if !slices.Contains(partitions, a.Partition) {
 		return a, fmt.Errorf("ARN %q: partition %q is not one of %s", s, a.Partition, strings.Join(partitions, ", "))
 	}
 	if a.Service == "" {
@@ -110,15 +111,6 @@ func nameChars(s string, colon bool) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Thing is a parsed AWS IoT thing ARN, arn:aws:iot:<region>:<account>:thing/<name>.

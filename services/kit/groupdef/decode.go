@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,7 +197,7 @@ func (d *decoder) group(root *node) *Group {
 			d.value(m.val, gv.FieldByName(m.key), path)
 			continue
 		}
-		if !contains(sections, m.key) {
+		if !slices.Contains(sections, m.key) {
 			d.unknownKey(path, m.key, allowed)
 			continue
 		}
@@ -246,7 +247,7 @@ func (d *decoder) unwrap(n *node, path string) *node {
 		switch {
 		case seen[m.key]:
 			d.fail(join(path, m.key), "duplicate key")
-		case !contains(wrapperKeys, m.key):
+		case !slices.Contains(wrapperKeys, m.key):
 			d.fail(join(path, m.key), "unknown key in a definition-version wrapper; allowed keys: %s", strings.Join(wrapperKeys, ", "))
 		case m.key == "Definition":
 			def = m.val
@@ -423,13 +424,4 @@ func (d *decoder) value(n *node, v reflect.Value, path string) bool {
 		return false
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

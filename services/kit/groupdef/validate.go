@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -136,7 +137,7 @@ func (v *validator) enum(p, val string, required bool, allowed []string) {
 		}
 		return
 	}
-	if !contains(allowed, val) {
+	if !slices.Contains(allowed, val) {
 		v.add(p, "%q is not one of %s", val, strings.Join(allowed, ", "))
 	}
 }
@@ -452,10 +453,10 @@ func (g *Group) IsolationMode(f *Function) string {
 }
 
 func isolationMode(f *Function, system bool, groupDefault string) string {
-	if c := f.FunctionConfiguration; c != nil && c.Environment != nil && c.Environment.Execution != nil && contains(isolationModes, c.Environment.Execution.IsolationMode) {
+	if c := f.FunctionConfiguration; c != nil && c.Environment != nil && c.Environment.Execution != nil && slices.Contains(isolationModes, c.Environment.Execution.IsolationMode) {
 		return c.Environment.Execution.IsolationMode
 	}
-	if !system && contains(isolationModes, groupDefault) {
+	if !system && slices.Contains(isolationModes, groupDefault) {
 		return groupDefault
 	}
 	return GreengrassContainer
