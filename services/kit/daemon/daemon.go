@@ -189,6 +189,12 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 	if tcp == "" {
 		tcp = os.Getenv("EVERGREEN_GRPC_LISTEN")
 	}
+	// evergreen.listen.grpc names one address, so it serves a daemon run
+	// on its own (a unit, a container); under the supervisor every daemon
+	// shares the host and only the unix sockets are served.
+	if tcp == "" && os.Getenv("EVERGREEN_SUPERVISED") == "" {
+		tcp = ep.GRPC
+	}
 	if tcp != "" {
 		tl, err := mutualTLSFromRoot(root, tcp)
 		if err != nil {
