@@ -14,6 +14,21 @@ const (
 	CertServerRenewed = "evergreen.certmgr.events.server"
 	// CertDeviceRemoved carries DeviceRemoved when a device is revoked.
 	CertDeviceRemoved = "evergreen.certmgr.events.device"
+
+	// Routed messages (brokerv1.RoutedMessage). The broker delivers to the
+	// daemon that owns a target; those daemons hand messages back on their
+	// own subjects, where the bus guarantees who published them, so the
+	// broker takes the source identity from the subject's owner and the
+	// name the owner set, never from a device.
+	BrokerDeliverFunction  = "evergreen.broker.deliver.function"  // -> runtime
+	BrokerDeliverConnector = "evergreen.broker.deliver.connector" // -> runtime
+	BrokerDeliverShadow    = "evergreen.broker.deliver.shadow"    // -> shadow
+	RuntimePublish         = "evergreen.runtime.publish"          // runtime -> broker (functions, connectors)
+	ShadowPublish          = "evergreen.shadow.publish"           // shadow -> broker (GGShadowService)
+
+	// IPConnectivity carries ipdetectorv1.Connectivity whenever the core's
+	// addresses change; certmgr re-issues the MQTT server certificate.
+	IPConnectivity = "evergreen.ipdetector.events.connectivity"
 )
 
 // DeployApply is the apply subject of one daemon.

@@ -1,0 +1,3 @@
+// Package broker is `ggd broker`: the local MQTT server for client devices,
+// the managed-subscription router and the cloud connection with its spooler.
+package broker
