@@ -26,6 +26,9 @@ func main() {
 	bin := flag.String("bin", "./bin", "folder with ggd and ggctl")
 	runs := flag.Int("runs", 10, "runs per timed scenario")
 	idle := flag.Duration("idle", 5*time.Second, "how long the suite idles before PSS is read")
+	mqttOnly := flag.Bool("mqtt", false, "run only the MQTT load scenarios")
+	devices := flag.Int("devices", 50, "devices in the MQTT fan-in/fan-out scenarios")
+	loadFor := flag.Duration("load", 5*time.Second, "duration of each MQTT load scenario")
 	flag.Parse()
 	ggd, err := filepath.Abs(filepath.Join(*bin, "ggd"))
 	must(err)
@@ -42,6 +45,10 @@ func main() {
 	}
 
 	fmt.Printf("ggbench: %s, %d runs per scenario, peer: %s\n\n", ggd, *runs, peerName(mosq))
+	if *mqttOnly {
+		mqttBench(ggd, mosq, *devices, *loadFor)
+		return
+	}
 
 	// 1. Cold start to all daemons healthy.
 	var first, warm []time.Duration
