@@ -268,3 +268,14 @@ func TestSecondSupervisorOnSameRootRefused(t *testing.T) {
 		t.Fatal("the refused certmgr removed the running one's socket")
 	}
 }
+
+// `make run` passes a relative root; sockets and children must not depend
+// on it being absolute.
+func TestRelativeRoot(t *testing.T) {
+	root := suitetest.ShortRoot(t)
+	suitetest.WriteConfig(t, root, nil)
+	s := suitetest.LaunchRelative(t, root)
+	if err := s.WaitHealthy(20 * time.Second); err != nil {
+		t.Fatalf("suite with a relative root: %v", err)
+	}
+}

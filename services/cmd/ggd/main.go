@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -84,7 +85,12 @@ func health(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ggd health: name one daemon")
 		return 2
 	}
-	if supervisor.CheckHealth(layout.Root(*root), fs.Arg(0), *timeout) {
+	abs, err := filepath.Abs(*root)
+	if err != nil {
+		fmt.Fprintf(stderr, "ggd health: %v\n", err)
+		return 2
+	}
+	if supervisor.CheckHealth(layout.Root(abs), fs.Arg(0), *timeout) {
 		fmt.Fprintf(stdout, "%s: SERVING\n", fs.Arg(0))
 		return 0
 	}
@@ -100,7 +106,12 @@ func supervise(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	r := layout.Root(*root)
+	abs, err := filepath.Abs(*root)
+	if err != nil {
+		fmt.Fprintf(stderr, "ggd: %v\n", err)
+		return 2
+	}
+	r := layout.Root(abs)
 	cfg, err := daemon.PrepareRoot(r)
 	if err != nil {
 		fmt.Fprintf(stderr, "ggd: %v\n", oneLine(err))
@@ -131,7 +142,7 @@ func supervise(args []string, stderr io.Writer) int {
 	}
 	startCancel()
 	time.AfterFunc(daemon.TrimDelay, memtrim.Trim)
-	log.Info("supervising", "root", *root, "http", sv.HTTPAddr(), "bus", sv.Endpoints().Bus)
+	log.Info("supervising", "root", abs, "http", sv.HTTPAddr(), "bus", sv.Endpoints().Bus)
 	sdnotify.Ready()
 	<-ctx.Done()
 	sdnotify.Stopping()

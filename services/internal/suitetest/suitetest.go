@@ -160,9 +160,20 @@ func ShortRoot(t testing.TB) layout.Root {
 
 // Launch starts the supervisor without waiting.
 func Launch(t testing.TB, root layout.Root) *Suite {
+	return launch(t, root, root.Dir(), "")
+}
+
+// LaunchRelative starts the supervisor from root's parent folder with
+// `--root ./<name>`, as `make run` does.
+func LaunchRelative(t testing.TB, root layout.Root) *Suite {
+	return launch(t, root, "./"+filepath.Base(root.Dir()), filepath.Dir(root.Dir()))
+}
+
+func launch(t testing.TB, root layout.Root, arg, dir string) *Suite {
 	t.Helper()
 	s := &Suite{t: t, Root: root, Stderr: &syncBuffer{}, done: make(chan struct{})}
-	s.Cmd = exec.Command(Binary(t, "ggd"), "--root", root.Dir())
+	s.Cmd = exec.Command(Binary(t, "ggd"), "--root", arg)
+	s.Cmd.Dir = dir
 	s.Cmd.Stderr = s.Stderr
 	s.Cmd.Stdout = s.Stderr
 	if err := s.Cmd.Start(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -131,10 +132,15 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 	if o.Root == "" {
 		return nil, errors.New("--root is required")
 	}
-	root := layout.Root(o.Root)
+	// Absolute, so that "unix://" targets and children never depend on the
+	// working directory (`ggd --root ./var`).
+	abs, err := filepath.Abs(o.Root)
+	if err != nil {
+		return nil, err
+	}
+	root := layout.Root(abs)
 	cfg := o.Config
 	if cfg == nil {
-		var err error
 		if cfg, err = PrepareRoot(root); err != nil {
 			return nil, err
 		}

@@ -119,6 +119,10 @@ func main() {
 			fmt.Printf("  %-28s %6.1f MB\n", filepath.Base(b), mb(st.Size()))
 		}
 	}
+	fmt.Println()
+
+	// 4. MQTT load against the broker and mosquitto.
+	mqttBench(ggd, mosq, *devices, *loadFor)
 }
 
 func peerName(m string) string {
