@@ -2,7 +2,7 @@
 // daemons over their gRPC unix sockets (DIR/run/<daemon>.sock).
 //
 // Run is the whole program; cmd/ggctl only wires it to the process. Tests
-// call Run and RunContext in-process against real gRPC servers.
+// call Run, RunContext and RunIO in-process against real gRPC servers.
 package cli
 
 import (
@@ -49,6 +49,11 @@ Commands:
   deploy --reset                     remove the deployed group
   deployments                        deployment history, newest first
   deployments show [ID]              one deployment (the current one without ID)
+  pub TOPIC PAYLOAD [--as SOURCE]    route a message through the subscriptions as SOURCE
+  sub FILTER [-n COUNT]              print the messages routed on topics matching FILTER
+  subscriptions                      the subscription table in force
+  clients                            devices connected to the broker
+  cloud                              the cloud connection and its outbound queue
   logs DAEMON [-f] [-n N]            a daemon's log: the last N lines; -f keeps following
   start DAEMON                       start a stopped daemon (supervisor)
   stop DAEMON                        stop a daemon and keep it stopped (supervisor)
@@ -63,11 +68,12 @@ Global flags (before or after the command):
 
 Exit codes:
   0  ok (status: every daemon RUNNING and healthy; deploy: SUCCESS)
-  1  the operation failed (status: a daemon is not healthy; deploy: FAILURE)
-  2  usage error or invalid input (bad flag or name, unreadable file, invalid group definition)
+  1  the operation failed (status: a daemon is not healthy; deploy: FAILURE; pub: no group)
+  2  usage error or invalid input (bad flag, name, topic, source or file; invalid group definition)
   3  daemon unreachable: its socket is missing or refuses connections (is the suite running?)
   4  not found: no such daemon, device or deployment
 
+pub exits 0 also when no subscription matches: "no subscription matches: nothing delivered".
 Errors are one line on stderr: "ggctl: <what is wrong>".
 `
 
@@ -92,6 +98,11 @@ func init() {
 		{"deploy", "FILE | --reset", "Deploy a group definition file, showing progress on stderr; or remove the\ndeployed group with --reset. Exits 0 on SUCCESS, 1 on FAILURE, 2 when the\ndefinition is invalid.", cmdDeploy},
 		{"deployments show", "[ID]", "Show one deployment with every daemon's result (the current one without ID).", cmdDeploymentsShow},
 		{"deployments", "", "List the deployment history, newest first.", cmdDeployments},
+		{"pub", "TOPIC PAYLOAD [--as SOURCE] [--qos 0|1] [--file F]", "Route one message through the deployed group's subscription table as if SOURCE\nhad published it, and print the targets it reached. PAYLOAD - (or --file -)\nreads standard input. SOURCE is cloud (the default), GGShadowService,\ndevice:NAME, function:ARN, connector:ARN, or a subscription's Source as the\ngroup writes it (a thing, function or connector ARN). Exits 0 also when no\nsubscription matches: \"no subscription matches: nothing delivered\".", cmdPub},
+		{"sub", "FILTER [-n COUNT]", "Print every message the broker routes whose topic matches FILTER (MQTT\nwildcards + and #), one line each: TIME SOURCE -> TARGETS TOPIC PAYLOAD.\nA payload is shown as text when it is printable UTF-8 (cut at 200 characters\nwith …), else as <N bytes>. Runs until interrupted (Ctrl-C, exit 0) or until\nCOUNT messages have been printed. It only watches: routing does not change.", cmdSub},
+		{"subscriptions", "", "Show the subscription table in force (ID SOURCE SUBJECT TARGET) and the\ndeployment it came from.", cmdSubscriptions},
+		{"clients", "", "List the devices connected to the broker: client id, address, MQTT version,\nconnected since, subscriptions, messages in and out.", cmdClients},
+		{"cloud", "", "Show the cloud connection (state, endpoint, last error, reconnects), the\nspooler's outbound queue (storage, depth, sent, dropped, in flight) and the\ncloud subscriptions.", cmdCloud},
 		{"logs", "DAEMON [-f] [-n N]", "Print the last N lines of a daemon's log; with -f keep printing new lines\nuntil interrupted.", cmdLogs},
 		{"start", "DAEMON", "Start a stopped daemon and wait until it is healthy.", cmdStart},
 		{"stop", "DAEMON", "Stop a daemon; the supervisor keeps it stopped until start or restart.", cmdStop},
@@ -130,6 +141,7 @@ type app struct {
 	g      globals
 	root   layout.Root
 	cmd    *command
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	conns  []*grpc.ClientConn
@@ -145,7 +157,13 @@ func Run(args []string, stdout, stderr io.Writer) int {
 
 // RunContext is Run with the caller's context standing in for Ctrl-C.
 func RunContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{ctx: ctx, stdout: stdout, stderr: stderr, g: globals{root: defaultRoot(), timeout: defaultTimeout}}
+	return RunIO(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// RunIO is RunContext with the caller's reader standing in for standard
+// input (`pub TOPIC -`).
+func RunIO(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, g: globals{root: defaultRoot(), timeout: defaultTimeout}}
 	defer a.close()
 	err := a.dispatch(args)
 	var help *helpRequest
@@ -321,7 +339,7 @@ func cmdHelp(a *app, args []string) error {
 	}
 	// Every command answers -h with its own usage, built from the flags it
 	// really defines.
-	sub := &app{ctx: a.ctx, g: a.g, cmd: c, stdout: a.stdout, stderr: a.stderr}
+	sub := &app{ctx: a.ctx, g: a.g, cmd: c, stdin: a.stdin, stdout: a.stdout, stderr: a.stderr}
 	return c.run(sub, []string{"-h"})
 }
 

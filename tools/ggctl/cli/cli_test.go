@@ -44,6 +44,25 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"bad timeout", []string{"--timeout", "soon", "status"}, "invalid value"},
 		{"zero timeout", []string{"--timeout", "0s", "status"}, "--timeout must be positive"},
 		{"help for unknown command", []string{"help", "frobnicate"}, "unknown command"},
+		{"pub without arguments", []string{"pub"}, "missing argument"},
+		{"pub without payload", []string{"pub", "a/b"}, "missing argument: usage: ggctl pub TOPIC PAYLOAD (or --file F; - reads standard input)"},
+		{"pub payload and --file", []string{"pub", "a/b", "x", "--file", "p.bin"}, "give PAYLOAD or --file F, not both"},
+		{"pub three arguments", []string{"pub", "a/b", "x", "y"}, `unexpected argument "y"`},
+		{"pub wildcard topic", []string{"pub", "a/+/b", "x"}, "pub: topic contains wildcard '+' at byte 2"},
+		{"pub empty topic", []string{"pub", "", "x"}, "pub: topic is empty"},
+		{"pub topic with 8 slashes", []string{"pub", "a/b/c/d/e/f/g/h/i", "x"}, "topic has 8 slashes, the limit is 7"},
+		{"pub long topic", []string{"pub", strings.Repeat("t", 257), "x"}, "topic is 257 bytes, the limit is 256"},
+		{"pub unknown source", []string{"pub", "a/b", "x", "--as", "lambda"}, `pub: --as: "lambda" is not a source; want cloud, GGShadowService`},
+		{"pub bad device name", []string{"pub", "a/b", "x", "--as", "device:a b"}, "may only contain letters"},
+		{"pub bad qos", []string{"pub", "a/b", "x", "--qos", "2"}, "--qos must be 0 or 1, got 2"},
+		{"pub missing file", []string{"pub", "a/b", "--file", filepath.Join(root, "nope.bin")}, "no such file"},
+		{"sub without filter", []string{"sub"}, "missing argument: usage: ggctl sub FILTER [-n COUNT]"},
+		{"sub bad filter", []string{"sub", "a/#/b"}, "sub: filter level 2 is '#', which is only allowed as the last level"},
+		{"sub partial wildcard", []string{"sub", "a/b+"}, "'+' must occupy a whole level"},
+		{"sub negative count", []string{"sub", "#", "-n", "-1"}, "-n must not be negative"},
+		{"subscriptions extra argument", []string{"subscriptions", "all"}, `unexpected argument "all"`},
+		{"clients extra argument", []string{"clients", "sensor-1"}, `unexpected argument "sensor-1"`},
+		{"cloud extra argument", []string{"cloud", "status"}, `unexpected argument "status"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := runGgctl(t.Context(), append([]string{"--root", root}, tc.args...)...)
@@ -63,6 +82,8 @@ func TestHelpDocumentsCommandsAndExitCodes(t *testing.T) {
 		for _, want := range []string{
 			"status", "device create NAME", "device register NAME --cert FILE", "device list", "device remove NAME",
 			"deploy FILE", "deploy --reset", "deployments", "logs DAEMON [-f] [-n N]", "restart DAEMON", "version",
+			"pub TOPIC PAYLOAD [--as SOURCE]", "sub FILTER [-n COUNT]", "subscriptions", "clients", "cloud",
+			"no subscription matches: nothing delivered",
 			"--root DIR", "--json", "--timeout",
 			"0  ok", "1  the operation failed", "2  usage error or invalid input", "3  daemon unreachable", "4  not found",
 		} {
@@ -82,6 +103,10 @@ func TestCommandHelpListsItsFlags(t *testing.T) {
 		{[]string{"device", "create", "-h"}, []string{"Usage: ggctl device create NAME", "--out"}},
 		{[]string{"logs", "--help"}, []string{"Usage: ggctl logs DAEMON", "--f", "--n N"}},
 		{[]string{"help", "deploy"}, []string{"--reset", "--id"}},
+		{[]string{"help", "pub"}, []string{"Usage: ggctl pub TOPIC PAYLOAD [--as SOURCE] [--qos 0|1] [--file F]", "--as SOURCE", "--qos 0|1", "--file F",
+			"device:NAME", "function:ARN", "connector:ARN", "(default cloud)", "PAYLOAD - (or --file -)", "no subscription matches: nothing delivered"}},
+		{[]string{"sub", "-h"}, []string{"Usage: ggctl sub FILTER [-n COUNT]", "--n COUNT", "TIME SOURCE -> TARGETS TOPIC PAYLOAD", "<N bytes>", "Ctrl-C"}},
+		{[]string{"help", "cloud"}, []string{"Usage: ggctl cloud\n"}},
 	} {
 		r := runGgctl(t.Context(), tc.args...)
 		wantExit(t, r, ExitOK)

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 
+	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	certmgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/certmgr/v1"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	supervisorv1 "github.com/evergreen-edge/evergreen/proto/evergreen/supervisor/v1"
@@ -18,6 +19,7 @@ const (
 	supervisorDaemon  = "supervisor"
 	certmgrDaemon     = "certmgr"
 	deployagentDaemon = "deployagent"
+	brokerDaemon      = "broker"
 )
 
 // dial connects to DIR/run/<daemon>.sock. A missing socket is reported
@@ -63,6 +65,14 @@ func (a *app) deployer() (deployv1.DeployerClient, error) {
 		return nil, err
 	}
 	return deployv1.NewDeployerClient(cc), nil
+}
+
+func (a *app) broker() (brokerv1.BrokerClient, error) {
+	cc, err := a.dial(brokerDaemon)
+	if err != nil {
+		return nil, err
+	}
+	return brokerv1.NewBrokerClient(cc), nil
 }
 
 // unary bounds one request/response call by --timeout.

@@ -125,22 +125,7 @@ func cmdLogs(a *app, args []string) error {
 }
 
 // logsError treats Ctrl-C as the normal end of `logs -f`.
-func (a *app) logsError(err error) error {
-	if status.Code(err) == codes.Canceled && a.ctx.Err() != nil {
-		return nil
-	}
-	return a.rpcError(supervisorDaemon, err)
-}
-
-// printProtoLine writes m as one line of JSON (JSON lines for streams).
-func (a *app) printProtoLine(m *supervisorv1.LogLine) error {
-	b, err := protoJSON(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-	return err
-}
+func (a *app) logsError(err error) error { return a.streamError(supervisorDaemon, err) }
 
 // versionReport is `ggctl version --json`.
 type versionReport struct {

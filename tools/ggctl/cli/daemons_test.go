@@ -166,6 +166,7 @@ func TestEveryCommandSpeaksJSON(t *testing.T) {
 	s.supervisor(newFakeSupervisor())
 	s.certmgr(newFakeCertManager(t))
 	s.deployer(newFakeDeployer())
+	s.broker(newFakeBroker())
 	out := t.TempDir()
 	file := writeGroup(t, groupFile)
 	_, certPEM, _ := issue(t, "ext", selfSigned(t, "other CA", time.Now().Add(48*time.Hour)), time.Now().Add(24*time.Hour))
@@ -186,6 +187,11 @@ func TestEveryCommandSpeaksJSON(t *testing.T) {
 		{"restart", "certmgr"},
 		{"stop", "deployagent"},
 		{"start", "deployagent"},
+		{"pub", "commands/sensor-1/reboot", "now"},
+		{"pub", "nothing/here", "x"},
+		{"subscriptions"},
+		{"clients"},
+		{"cloud"},
 		{"version"},
 		{"help"},
 	} {

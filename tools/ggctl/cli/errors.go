@@ -96,6 +96,15 @@ func (a *app) rpcError(daemon string, err error) error {
 	return &exitError{code: code, msg: msg}
 }
 
+// streamError ends a stream that follows until Ctrl-C (`logs -f`, `sub`):
+// the interrupt is its normal end (exit 0), anything else an error.
+func (a *app) streamError(daemon string, err error) error {
+	if status.Code(err) == codes.Canceled && a.ctx.Err() != nil {
+		return nil
+	}
+	return a.rpcError(daemon, err)
+}
+
 // transportFailure says whether an UNAVAILABLE status came from the
 // connection rather than from the daemon, and why in a few words.
 func transportFailure(msg string) (string, bool) {

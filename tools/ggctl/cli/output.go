@@ -38,6 +38,16 @@ func (a *app) printProto(m proto.Message) error {
 	return a.writeJSON(b)
 }
 
+// printProtoLine writes m as one line of JSON (JSON lines for streams).
+func (a *app) printProtoLine(m proto.Message) error {
+	b, err := protoJSON(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+	return err
+}
+
 func (a *app) printJSON(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -23,20 +23,25 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	certmgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/certmgr/v1"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	supervisorv1 "github.com/evergreen-edge/evergreen/proto/evergreen/supervisor/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
+	"github.com/evergreen-edge/evergreen/services/kit/topic"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -110,6 +115,11 @@ func (s *suite) deployer(f *fakeDeployer) *fakeDeployer {
 	return f
 }
 
+func (s *suite) broker(f *fakeBroker) *fakeBroker {
+	s.serve(brokerDaemon, func(g *grpc.Server) { brokerv1.RegisterBrokerServer(g, f) })
+	return f
+}
+
 // result is one ggctl run.
 type result struct {
 	code           int
@@ -129,6 +139,14 @@ func (s *suite) ggctl(args ...string) result {
 func runGgctl(ctx context.Context, args ...string) result {
 	var out, errb bytes.Buffer
 	code := RunContext(ctx, args, &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// ggctlStdin is ggctl with stdin as its standard input.
+func (s *suite) ggctlStdin(stdin string, args ...string) result {
+	s.t.Helper()
+	var out, errb bytes.Buffer
+	code := RunIO(context.Background(), append([]string{"--root", s.root}, args...), strings.NewReader(stdin), &out, &errb)
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
 
@@ -597,4 +615,214 @@ func (f *fakeDeployer) ListDeployments(context.Context, *deployv1.ListDeployment
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return &deployv1.ListDeploymentsResponse{Deployments: f.deployments}, nil
+}
+
+// ---- broker ----
+
+// The group the fake broker routes by, as a group definition writes its
+// endpoints.
+const (
+	sensorARN    = "arn:aws:iot:eu-west-1:123456789012:thing/sensor-1"
+	helloARN     = "arn:aws:lambda:eu-west-1:123456789012:function:hello:1"
+	connectorARN = "arn:aws:greengrass:eu-west-1::/connectors/TwilioNotifications/versions/4"
+)
+
+// fakeMaxPayload is the broker's payload limit (broker.proto: 128 KB).
+const fakeMaxPayload = 128 * 1024
+
+type fakeBroker struct {
+	brokerv1.UnimplementedBrokerServer
+	mu            sync.Mutex
+	deploymentID  string // "" when no group is deployed
+	subscriptions []*brokerv1.Subscription
+	clients       []*brokerv1.Client
+	cloud         *brokerv1.CloudStatus
+	requests      []*brokerv1.PublishRequest
+	taps          map[*fakeTap]bool
+	maxTaps       int
+}
+
+// fakeTap is one open Subscribe stream.
+type fakeTap struct {
+	filter string
+	msgs   chan *brokerv1.RoutedMessage
+	end    chan struct{} // closed: the broker ends the stream (shutdown)
+}
+
+func newFakeBroker() *fakeBroker {
+	connected := time.Now().Add(-(2*time.Hour + 5*time.Minute))
+	return &fakeBroker{
+		deploymentID: "dep-1",
+		subscriptions: []*brokerv1.Subscription{
+			{Id: "temp-up", Source: sensorARN, Subject: "sensors/+/temp", Target: arn.Cloud},
+			{Id: "cmd-down", Source: arn.Cloud, Subject: "commands/#", Target: sensorARN},
+			// Overlaps cmd-down for the same target: the sensor gets one copy.
+			{Id: "cmd-sensor", Source: arn.Cloud, Subject: "commands/sensor-1/+", Target: sensorARN},
+			{Id: "cmd-hello", Source: arn.Cloud, Subject: "commands/sensor-1/+", Target: helloARN},
+			{Id: "hello-shadow", Source: helloARN, Subject: "hello/out", Target: arn.ShadowService},
+			{Id: "alerts", Source: connectorARN, Subject: "alerts", Target: sensorARN},
+			{Id: "shadow-sensor", Source: arn.ShadowService, Subject: "$aws/things/sensor-1/shadow/#", Target: sensorARN},
+		},
+		clients: []*brokerv1.Client{
+			{ClientId: "sensor-2", RemoteAddress: "192.0.2.12:51002", ProtocolVersion: 5, ConnectedAt: timestamppb.New(connected.Add(time.Hour)),
+				MessagesIn: 7, MessagesOut: 0},
+			{ClientId: "sensor-1", RemoteAddress: "192.0.2.11:50001", ProtocolVersion: 4, ConnectedAt: timestamppb.New(connected), CleanSession: true,
+				Subscriptions: []string{"commands/#", "$aws/things/sensor-1/shadow/#", "alerts", "config/+", "time"}, MessagesIn: 1234, MessagesOut: 56},
+		},
+		cloud: &brokerv1.CloudStatus{
+			State: brokerv1.CloudState_CLOUD_STATE_CONNECTED, Endpoint: "abc123-ats.iot.eu-west-1.amazonaws.com:8883",
+			LastError: "connection lost: EOF", Reconnects: 3, StorageType: "FileSystem",
+			QueueMessages: 12, QueueBytes: 4096, QueueMaxBytes: 2621440, Sent: 98765, Dropped: 2, InFlight: 5,
+			CloudSubscriptions: []string{"commands/#", "commands/sensor-1/+"},
+		},
+		taps:    map[*fakeTap]bool{},
+		maxTaps: 16,
+	}
+}
+
+// groupEndpoint is the broker's Endpoint for a Source or Target of the
+// group.
+func groupEndpoint(s string) *brokerv1.Endpoint {
+	switch arn.Classify(s) {
+	case arn.KindCloud:
+		return &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD}
+	case arn.KindShadowService:
+		return &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_SHADOW}
+	case arn.KindThing:
+		name, _ := arn.ThingName(s)
+		return &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_DEVICE, Name: name}
+	case arn.KindFunction:
+		return &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, Name: s}
+	case arn.KindConnector:
+		return &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_CONNECTOR, Name: s}
+	}
+	return &brokerv1.Endpoint{}
+}
+
+func (f *fakeBroker) Publish(_ context.Context, r *brokerv1.PublishRequest) (*brokerv1.PublishResponse, error) {
+	if err := topic.ValidateTopic(r.Topic); err != nil {
+		return nil, errdefs.ToGRPC(errdefs.InvalidArgument("topic", "%v", err))
+	}
+	if len(r.Payload) > fakeMaxPayload {
+		return nil, errdefs.ToGRPC(errdefs.InvalidArgument("payload", "%d bytes, the limit is %d (128 KB)", len(r.Payload), fakeMaxPayload))
+	}
+	switch r.GetSource().GetKind() {
+	case brokerv1.EndpointKind_ENDPOINT_KIND_UNSPECIFIED:
+		return nil, errdefs.ToGRPC(errdefs.InvalidArgument("source.kind", "unspecified"))
+	case brokerv1.EndpointKind_ENDPOINT_KIND_DEVICE, brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, brokerv1.EndpointKind_ENDPOINT_KIND_CONNECTOR:
+		if r.GetSource().GetName() == "" {
+			return nil, errdefs.ToGRPC(errdefs.InvalidArgument("source.name", "missing for %s", r.GetSource().GetKind()))
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, r)
+	if f.deploymentID == "" {
+		return nil, errdefs.ToGRPC(fmt.Errorf("no group is deployed: %w", errdefs.ErrFailedPrecondition))
+	}
+	targets := []*brokerv1.Endpoint{}
+	for _, s := range f.subscriptions {
+		if !proto.Equal(groupEndpoint(s.Source), r.Source) || !topic.Match(s.Subject, r.Topic) {
+			continue
+		}
+		t := groupEndpoint(s.Target)
+		if !slices.ContainsFunc(targets, func(e *brokerv1.Endpoint) bool { return proto.Equal(e, t) }) {
+			targets = append(targets, t)
+		}
+	}
+	f.tap(&brokerv1.RoutedMessage{Topic: r.Topic, Payload: r.Payload, Source: r.Source, Targets: targets, Qos: r.Qos, Time: timestamppb.Now()})
+	return &brokerv1.PublishResponse{Targets: targets}, nil
+}
+
+// tap hands m to every open Subscribe whose filter matches; f.mu is held.
+func (f *fakeBroker) tap(m *brokerv1.RoutedMessage) {
+	for t := range f.taps {
+		if topic.Match(t.filter, m.Topic) {
+			t.msgs <- m
+		}
+	}
+}
+
+// inject routes m to the taps as if a device or daemon had sent it.
+func (f *fakeBroker) inject(m *brokerv1.RoutedMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tap(m)
+}
+
+func (f *fakeBroker) openTaps() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.taps)
+}
+
+// endTaps ends every open Subscribe stream, as a broker shutting down does.
+func (f *fakeBroker) endTaps() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for t := range f.taps {
+		close(t.end)
+		delete(f.taps, t)
+	}
+}
+
+func (f *fakeBroker) lastRequest() *brokerv1.PublishRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.requests) == 0 {
+		return nil
+	}
+	return f.requests[len(f.requests)-1]
+}
+
+func (f *fakeBroker) Subscribe(r *brokerv1.SubscribeRequest, stream grpc.ServerStreamingServer[brokerv1.RoutedMessage]) error {
+	if err := topic.ValidateFilter(r.Filter); err != nil {
+		return errdefs.ToGRPC(errdefs.InvalidArgument("filter", "%v", err))
+	}
+	f.mu.Lock()
+	if len(f.taps) >= f.maxTaps {
+		f.mu.Unlock()
+		return errdefs.ToGRPC(fmt.Errorf("%d taps are already open: %w", f.maxTaps, errdefs.ErrResourceExhausted))
+	}
+	t := &fakeTap{filter: r.Filter, msgs: make(chan *brokerv1.RoutedMessage, 64), end: make(chan struct{})}
+	f.taps[t] = true
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.taps, t)
+		f.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case <-t.end:
+			return nil
+		case m := <-t.msgs:
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (f *fakeBroker) ListClients(context.Context, *brokerv1.ListClientsRequest) (*brokerv1.ListClientsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &brokerv1.ListClientsResponse{Clients: f.clients}, nil
+}
+
+func (f *fakeBroker) ListSubscriptions(context.Context, *brokerv1.ListSubscriptionsRequest) (*brokerv1.ListSubscriptionsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.deploymentID == "" {
+		return &brokerv1.ListSubscriptionsResponse{}, nil
+	}
+	return &brokerv1.ListSubscriptionsResponse{DeploymentId: f.deploymentID, Subscriptions: f.subscriptions}, nil
+}
+
+func (f *fakeBroker) GetCloudStatus(context.Context, *brokerv1.GetCloudStatusRequest) (*brokerv1.CloudStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cloud, nil
 }
