@@ -201,3 +201,24 @@ func Run(s Scenario) (Result, error) {
 	latMu.Unlock()
 	return r, nil
 }
+
+// ConnectIdle connects every device and leaves the connections idle; the
+// connections made so far are returned with the first error.
+func ConnectIdle(addr string, devs []Device) ([]mqtt.Client, error) {
+	conns := make([]mqtt.Client, 0, len(devs))
+	for _, d := range devs {
+		c, err := connect(addr, d, nil)
+		if err != nil {
+			return conns, err
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// DisconnectAll closes connections from ConnectIdle.
+func DisconnectAll(conns []mqtt.Client) {
+	for _, c := range conns {
+		c.Disconnect(0)
+	}
+}

@@ -146,6 +146,60 @@ func mqttBench(ggd, mosq string, n int, dur time.Duration) {
 			fmt.Printf("  %-22s mosquitto %s   ratio %.2fx msg/s, p99 %.2fx\n", "", mq, eg.MsgsPerSec/mq.MsgsPerSec, float64(eg.P99)/float64(max(mq.P99, 1)))
 		}
 	}
+
+	// Memory per idle connected device.
+	var idle []loadgen.Device
+	for i := 0; i < idleConns; i++ {
+		name := fmt.Sprintf("idle-%04d", i)
+		r, err := cm.CreateDevice(ctx, &certmgrv1.CreateDeviceRequest{Name: name})
+		must(err)
+		must(os.WriteFile(filepath.Join(devDir, name+".cert.pem"), []byte(r.Device.CertificatePem), 0o600))
+		must(os.WriteFile(filepath.Join(devDir, name+".key.pem"), []byte(r.KeyPem), 0o600))
+		idle = append(idle, load(name))
+	}
+	fmt.Printf("\nidle mutual-TLS connections: PSS added by %d connected devices\n", idleConns)
+	egPid := pidOf(filepath.Join(root, "run", "broker.pid"))
+	if per, err := pssPerConnection(egAddr, egPid, idle); err != nil {
+		fmt.Printf("  evergreen broker: %v\n", err)
+	} else {
+		fmt.Printf("  evergreen broker  %6.1f KB per connection\n", per/1024)
+		if mosq != "" {
+			if mper, err := pssPerConnection(mqAddr, mosqPid, idle); err == nil {
+				fmt.Printf("  mosquitto         %6.1f KB per connection   ratio %.2fx\n", mper/1024, per/mper)
+			} else {
+				fmt.Printf("  mosquitto: %v\n", err)
+			}
+		}
+	}
+}
+
+const idleConns = 1000
+
+func pidOf(pidFile string) int {
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
+	}
+	p, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return p
+}
+
+// pssPerConnection connects every device, waits for the server to settle,
+// and returns the PSS it gained divided by the number of connections.
+func pssPerConnection(addr string, pid int, devs []loadgen.Device) (float64, error) {
+	if pid == 0 {
+		return 0, fmt.Errorf("no pid")
+	}
+	time.Sleep(time.Second)
+	before := pss(pid)
+	conns, err := loadgen.ConnectIdle(addr, devs)
+	defer loadgen.DisconnectAll(conns)
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(3 * time.Second)
+	after := pss(pid)
+	return float64(after-before) / float64(len(devs)), nil
 }
 
 func readEndpoints(root string) map[string]string {
@@ -201,6 +255,7 @@ use_identity_as_username true
 	cmd := exec.Command(path, "-c", filepath.Join(dir, "mosquitto.conf"))
 	cmd.Stderr = nil
 	must(cmd.Start())
+	mosqPid = cmd.Process.Pid
 	stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
 	for i := 0; i < 200; i++ {
 		if c, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), &tls.Config{InsecureSkipVerify: true}); err == nil {
