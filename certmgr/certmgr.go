@@ -24,6 +24,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -62,7 +63,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 		Requires: []string{"bus"},
 		Bus: &daemon.BusRole{
 			Publish:        []string{"evergreen.certmgr.>"},
-			Subscribe:      []string{subjects.DeployApply(Name)},
+			Subscribe:      []string{subjects.DeployApply(Name), subjects.IPConnectivity},
 			AllowResponses: true,
 		},
 		ConsumesGroup: true,
@@ -96,6 +97,11 @@ type Service struct {
 	timer         *time.Timer
 	stopped       bool
 	stopFollowing func()
+	// connHosts are the host addresses of the last connectivity info the
+	// ipdetector published (normalised, sorted): names of the server
+	// certificate besides the configured ones.
+	connHosts []string
+	connSub   *nats.Subscription
 }
 
 // New returns a service that does nothing until Start.
@@ -146,8 +152,12 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	if s.devices, err = registry.Load(deviceRegistryFile(env)); err != nil {
 		return err
 	}
+	s.loadConnectivityLocked()
 	if err := s.startServerCert(now); err != nil {
 		return err
+	}
+	if err := s.followConnectivity(); err != nil {
+		return fmt.Errorf("subscribe %s: %w", subjects.IPConnectivity, err)
 	}
 	certmgrv1.RegisterCertManagerServer(env.GRPC, &grpcServer{local: s})
 	s.mu.Unlock()
@@ -168,6 +178,9 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 func (s *Service) Stop(context.Context) error {
 	if s.stopFollowing != nil {
 		s.stopFollowing()
+	}
+	if s.connSub != nil {
+		s.connSub.Unsubscribe()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -34,12 +34,13 @@ func (s *Service) serverValidity() time.Duration {
 }
 
 // wantedNames are the names the MQTT server certificate must carry now:
-// the configured host names, localhost, and every address of every
-// interface, so devices may dial the core by any of them.
+// the configured host names, localhost, every address of every interface
+// and the host addresses of the ipdetector's connectivity info, so devices
+// may dial the core by any of them.
 func (s *Service) wantedNames() (dns []string, ips []net.IP) {
 	dns = []string{"localhost"}
 	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.1")}
-	for _, h := range s.env.Config.Evergreen.Certmgr.HostNames {
+	for _, h := range slices.Concat(s.env.Config.Evergreen.Certmgr.HostNames, s.connHosts) {
 		if a, err := netip.ParseAddr(h); err == nil {
 			addrs = append(addrs, a)
 		} else {

@@ -116,13 +116,17 @@ func TestPermissionsEnforcedByServer(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("allowed publish not delivered")
 	}
-	waitFor(t, func() bool { return cmErr.has("Permissions Violation for Publish to \"evergreen.deploy.apply.certmgr\"") })
+	waitFor(t, func() bool {
+		return cmErr.has("Permissions Violation for Publish to \"evergreen.deploy.apply.certmgr\"")
+	})
 
 	// certmgr may not subscribe to another daemon's subjects nor its inbox.
 	cm.Subscribe("evergreen.deploy.events.>", func(*nats.Msg) {})
 	cm.Subscribe("_INBOX_deployagent.>", func(*nats.Msg) {})
 	cm.Flush()
-	waitFor(t, func() bool { return cmErr.has("Permissions Violation for Subscription to \"evergreen.deploy.events.>\"") })
+	waitFor(t, func() bool {
+		return cmErr.has("Permissions Violation for Subscription to \"evergreen.deploy.events.>\"")
+	})
 	waitFor(t, func() bool { return cmErr.has("Permissions Violation for Subscription to \"_INBOX_deployagent.>\"") })
 
 	// Request/reply: deployagent asks certmgr, certmgr may answer.
@@ -137,7 +141,9 @@ func TestPermissionsEnforcedByServer(t *testing.T) {
 	// deployagent may not publish certmgr's events.
 	da.Publish("evergreen.certmgr.events.device", []byte("forged"))
 	da.Flush()
-	waitFor(t, func() bool { return daErr.has("Permissions Violation for Publish to \"evergreen.certmgr.events.device\"") })
+	waitFor(t, func() bool {
+		return daErr.has("Permissions Violation for Publish to \"evergreen.certmgr.events.device\"")
+	})
 }
 
 func waitFor(t *testing.T, f func() bool) {

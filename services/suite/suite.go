@@ -7,6 +7,7 @@ import (
 	"github.com/evergreen-edge/evergreen/certmgr"
 	"github.com/evergreen-edge/evergreen/deployagent"
 	"github.com/evergreen-edge/evergreen/services/bus"
+	"github.com/evergreen-edge/evergreen/services/ipdetector"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 )
 
@@ -14,6 +15,7 @@ import (
 func Specs() []daemon.Spec {
 	members := []daemon.Spec{
 		certmgr.Spec(),
+		ipdetector.Spec(),
 	}
 	var consumers []string
 	for _, s := range members {

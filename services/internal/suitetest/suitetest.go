@@ -93,6 +93,7 @@ func WriteConfig(t testing.TB, root layout.Root, mutate func(cfg map[string]any)
 		"evergreen": map[string]any{
 			"listen": map[string]any{
 				"mqtt": "127.0.0.1:0", "ipc": "127.0.0.1:0", "streams": "127.0.0.1:0", "bus": "127.0.0.1:0", "http": "127.0.0.1:0",
+				"discovery": "127.0.0.1:0",
 			},
 			"supervisor": map[string]any{"restartBackoffInitialMs": 50, "restartBackoffMaxMs": 1000},
 		},

@@ -145,8 +145,12 @@ type System struct {
 type Evergreen struct {
 	Listen     Listen     `json:"listen"`
 	Certmgr    Certmgr    `json:"certmgr"`
-	Logging    Logging    `json:"logging"`
-	Supervisor Supervisor `json:"supervisor"`
+	IPDetector IPDetector `json:"ipdetector"`
+	// Connectivity are manual connectivity entries, offered to devices in
+	// discovery before the detected addresses (v1's UpdateConnectivityInfo).
+	Connectivity []ConnectivityEntry `json:"connectivity,omitempty"`
+	Logging      Logging             `json:"logging"`
+	Supervisor   Supervisor          `json:"supervisor"`
 	// Daemons restricts the daemons the supervisor runs; empty runs all of
 	// KnownDaemons.
 	Daemons []string `json:"daemons,omitempty"`
@@ -160,9 +164,39 @@ type Listen struct {
 	Streams string `json:"streams"`
 	Bus     string `json:"bus"`
 	HTTP    string `json:"http"`
+	// Discovery is the ipdetector's HTTPS discovery API (mutual TLS).
+	Discovery string `json:"discovery"`
 	// GRPC is the optional mutual-TLS gRPC TCP listener; empty is off.
 	GRPC string `json:"grpc"`
 }
+
+// IPDetector configures the detection of the core's addresses.
+type IPDetector struct {
+	// AutoDetect offers the core's own addresses (AUTOIP_<ip>_<n>) to
+	// devices besides the manual connectivity entries.
+	AutoDetect bool `json:"autoDetect"`
+}
+
+// ConnectivityEntry is one way for devices to reach the core's MQTT server,
+// in v1's ConnectivityInfo shape.
+type ConnectivityEntry struct {
+	// ID is 1..128 of [a-zA-Z0-9:_-]; AUTOIP_ is reserved for detected
+	// addresses.
+	ID string `json:"id"`
+	// HostAddress is an IP address or a DNS name.
+	HostAddress string `json:"hostAddress"`
+	// PortNumber is 1..65535.
+	PortNumber int `json:"portNumber"`
+	// Metadata is free text for devices, at most MaxConnectivityMetadata
+	// bytes.
+	Metadata string `json:"metadata,omitempty"`
+}
+
+// MaxConnectivityMetadata bounds evergreen.connectivity[].metadata.
+const MaxConnectivityMetadata = 1024
+
+// AutoIPPrefix starts the ids of detected connectivity entries.
+const AutoIPPrefix = "AUTOIP_"
 
 // Certmgr configures the group CA and the certificates it issues.
 type Certmgr struct {
@@ -210,6 +244,8 @@ const (
 	DefaultListenStreams = "127.0.0.1:8088"
 	DefaultListenBus     = "127.0.0.1:4222"
 	DefaultListenHTTP    = "127.0.0.1:8090"
+	// DefaultListenDiscovery is v1's discovery port (greengrass-ats...:8443).
+	DefaultListenDiscovery = "0.0.0.0:8443"
 )
 
 var knownDaemons = []string{
@@ -252,11 +288,12 @@ func Default() *Config {
 		System:                         System{ShadowSyncTimeout: 5},
 		Evergreen: Evergreen{
 			Listen: Listen{
-				MQTT:    DefaultListenMQTT,
-				IPC:     DefaultListenIPC,
-				Streams: DefaultListenStreams,
-				Bus:     DefaultListenBus,
-				HTTP:    DefaultListenHTTP,
+				MQTT:      DefaultListenMQTT,
+				IPC:       DefaultListenIPC,
+				Streams:   DefaultListenStreams,
+				Bus:       DefaultListenBus,
+				HTTP:      DefaultListenHTTP,
+				Discovery: DefaultListenDiscovery,
 			},
 			Certmgr: Certmgr{
 				KeyAlgorithm:           "ecdsa-p256",
@@ -265,6 +302,7 @@ func Default() *Config {
 				DeviceCertValidityDays: 365,
 				HostNames:              []string{"localhost"},
 			},
+			IPDetector: IPDetector{AutoDetect: true},
 			Logging: Logging{
 				Level:        "info",
 				MaxFileBytes: 1 << 20,

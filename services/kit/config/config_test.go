@@ -25,7 +25,7 @@ func TestParseRejects(t *testing.T) {
 		exact string
 	}{
 		{"unknown top-level key", `{"coreThin":{}}`, "coreThin", "unknown key coreThin (allowed: coreThing, runtime, managedRespawn, crypto, writeDirectory, pidFileDirectory, mqttMaxConnectionRetryInterval, system, evergreen)"},
-		{"unknown nested key", `{"evergreen":{"listen":{"mqt":"0.0.0.0:1"}}}`, "evergreen.listen.mqt", "unknown key evergreen.listen.mqt (allowed: mqtt, ipc, streams, bus, http, grpc)"},
+		{"unknown nested key", `{"evergreen":{"listen":{"mqt":"0.0.0.0:1"}}}`, "evergreen.listen.mqt", "unknown key evergreen.listen.mqt (allowed: mqtt, ipc, streams, bus, http, discovery, grpc)"},
 		{"unknown key differing in case", `{"coreThing":{"KeepAlive":600}}`, "coreThing.KeepAlive", `unknown key coreThing.KeepAlive (did you mean "keepAlive"?)`},
 		{"unknown key with a newline", "{\"evergreen\":{\"listen\":{\"a\\nb\":\"x\"}}}", `evergreen.listen."a\nb"`, ""},
 		{"duplicate key", `{"coreThing":{"keepAlive":600,"keepAlive":60}}`, "coreThing.keepAlive", "duplicate key coreThing.keepAlive"},
@@ -87,6 +87,27 @@ func TestParseRejects(t *testing.T) {
 		{"listen grpc bad", `{"evergreen":{"listen":{"grpc":"x:y"}}}`, "evergreen.listen.grpc", ""},
 		{"listen clash", `{"evergreen":{"listen":{"streams":"127.0.0.1:8000"}}}`, "evergreen.listen.streams", `evergreen.listen.streams: "127.0.0.1:8000" uses the same port as evergreen.listen.ipc ("127.0.0.1:8000")`},
 		{"listen clash with wildcard", `{"evergreen":{"listen":{"http":"127.0.0.1:8883"}}}`, "evergreen.listen.http", ""},
+		{"listen discovery bad", `{"evergreen":{"listen":{"discovery":"8443"}}}`, "evergreen.listen.discovery", `evergreen.listen.discovery: "8443" is not host:port`},
+		{"listen discovery empty", `{"evergreen":{"listen":{"discovery":""}}}`, "evergreen.listen.discovery", "evergreen.listen.discovery: is missing or empty: want host:port"},
+		{"listen discovery clash", `{"evergreen":{"listen":{"discovery":"0.0.0.0:8883"}}}`, "evergreen.listen.discovery", `evergreen.listen.discovery: "0.0.0.0:8883" uses the same port as evergreen.listen.mqtt ("0.0.0.0:8883")`},
+		{"autoDetect string", `{"evergreen":{"ipdetector":{"autoDetect":"yes"}}}`, "evergreen.ipdetector.autoDetect", `evergreen.ipdetector.autoDetect: "yes" has the wrong type: want boolean`},
+		{"ipdetector unknown", `{"evergreen":{"ipdetector":{"autodetect":true}}}`, "evergreen.ipdetector.autodetect", `unknown key evergreen.ipdetector.autodetect (did you mean "autoDetect"?)`},
+		{"connectivity object", `{"evergreen":{"connectivity":{"id":"a"}}}`, "evergreen.connectivity", `evergreen.connectivity: {...} has the wrong type: want array of objects`},
+		{"connectivity element string", `{"evergreen":{"connectivity":["10.0.0.1"]}}`, "evergreen.connectivity[0]", `evergreen.connectivity[0]: "10.0.0.1" has the wrong type: want object`},
+		{"connectivity unknown key", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":8883,"Metadata":""}]}}`, "evergreen.connectivity[0].Metadata", `unknown key evergreen.connectivity[0].Metadata (did you mean "metadata"?)`},
+		{"connectivity id missing", `{"evergreen":{"connectivity":[{"hostAddress":"10.0.0.1","portNumber":8883}]}}`, "evergreen.connectivity[0].id", "evergreen.connectivity[0].id: is missing or empty: want 1..128 characters of a-z A-Z 0-9 : _ - ."},
+		{"connectivity id chars", `{"evergreen":{"connectivity":[{"id":"lan ip","hostAddress":"10.0.0.1","portNumber":8883}]}}`, "evergreen.connectivity[0].id", `evergreen.connectivity[0].id: "lan ip" is not 1..128 characters of a-z A-Z 0-9 : _ - .`},
+		{"connectivity id too long", `{"evergreen":{"connectivity":[{"id":"` + strings.Repeat("a", 129) + `","hostAddress":"10.0.0.1","portNumber":8883}]}}`, "evergreen.connectivity[0].id", ""},
+		{"connectivity id reserved", `{"evergreen":{"connectivity":[{"id":"AUTOIP_10.0.0.1_0","hostAddress":"10.0.0.1","portNumber":8883}]}}`, "evergreen.connectivity[0].id", ""},
+		{"connectivity id repeated", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":8883},{"id":"a","hostAddress":"10.0.0.2","portNumber":8883}]}}`, "evergreen.connectivity[1].id", `evergreen.connectivity[1].id: "a" repeats evergreen.connectivity[0].id`},
+		{"connectivity host missing", `{"evergreen":{"connectivity":[{"id":"a","portNumber":8883}]}}`, "evergreen.connectivity[0].hostAddress", "evergreen.connectivity[0].hostAddress: is missing or empty: want an IP address or a DNS name"},
+		{"connectivity host bad", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"http://gw","portNumber":8883}]}}`, "evergreen.connectivity[0].hostAddress", `evergreen.connectivity[0].hostAddress: "http://gw" is not a host name or IP address`},
+		{"connectivity host with zone", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"fe80::1%eth0","portNumber":8883}]}}`, "evergreen.connectivity[0].hostAddress", ""},
+		{"connectivity port missing", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1"}]}}`, "evergreen.connectivity[0].portNumber", "evergreen.connectivity[0].portNumber: is missing: want a port number 1..65535"},
+		{"connectivity port zero", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":0}]}}`, "evergreen.connectivity[0].portNumber", "evergreen.connectivity[0].portNumber: 0 is out of range 1..65535"},
+		{"connectivity port high", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":65536}]}}`, "evergreen.connectivity[0].portNumber", "evergreen.connectivity[0].portNumber: 65536 is out of range 1..65535"},
+		{"connectivity port string", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":"8883"}]}}`, "evergreen.connectivity[0].portNumber", ""},
+		{"connectivity metadata long", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":8883,"metadata":"` + strings.Repeat("m", 1025) + `"}]}}`, "evergreen.connectivity[0].metadata", ""},
 		{"keyAlgorithm", `{"evergreen":{"certmgr":{"keyAlgorithm":"rsa-4096"}}}`, "evergreen.certmgr.keyAlgorithm", `evergreen.certmgr.keyAlgorithm: "rsa-4096" is not one of ecdsa-p256, rsa-2048`},
 		{"serverCertValidityDays", `{"evergreen":{"certmgr":{"serverCertValidityDays":6}}}`, "evergreen.certmgr.serverCertValidityDays", "evergreen.certmgr.serverCertValidityDays: 6 is out of range 7..30"},
 		{"caValidityDays", `{"evergreen":{"certmgr":{"caValidityDays":7301}}}`, "evergreen.certmgr.caValidityDays", ""},
@@ -186,6 +207,9 @@ func TestDefaults(t *testing.T) {
 		{"listen.bus", d.Evergreen.Listen.Bus, "127.0.0.1:4222"},
 		{"listen.http", d.Evergreen.Listen.HTTP, "127.0.0.1:8090"},
 		{"listen.grpc", d.Evergreen.Listen.GRPC, ""},
+		{"listen.discovery", d.Evergreen.Listen.Discovery, "0.0.0.0:8443"},
+		{"ipdetector.autoDetect", d.Evergreen.IPDetector.AutoDetect, true},
+		{"connectivity", d.Evergreen.Connectivity == nil, true},
 		{"keyAlgorithm", d.Evergreen.Certmgr.KeyAlgorithm, "ecdsa-p256"},
 		{"serverCertValidityDays", d.Evergreen.Certmgr.ServerCertValidityDays, 7},
 		{"caValidityDays", d.Evergreen.Certmgr.CAValidityDays, 3650},
@@ -249,6 +273,12 @@ func TestMarshalRoundTrip(t *testing.T) {
 		},
 	}
 	full.Evergreen.Listen.GRPC = "0.0.0.0:0"
+	full.Evergreen.Listen.Discovery = "127.0.0.1:0"
+	full.Evergreen.IPDetector.AutoDetect = false
+	full.Evergreen.Connectivity = []config.ConnectivityEntry{
+		{ID: "lan", HostAddress: "192.168.1.5", PortNumber: 8883},
+		{ID: "dns", HostAddress: "gw.example.com", PortNumber: 443, Metadata: "via the reverse proxy"},
+	}
 	full.Evergreen.Daemons = []string{"bus", "certmgr", "broker"}
 	for name, c := range map[string]*config.Config{"default": config.Default(), "full": full} {
 		b, err := json.Marshal(c)
@@ -269,6 +299,8 @@ func TestParseAccepts(t *testing.T) {
 	for _, in := range []string{
 		`{"evergreen":{"listen":{"mqtt":"[::1]:0","ipc":":0","http":"localhost:0","grpc":"0.0.0.0:9443"}}}`,
 		`{"evergreen":{"listen":{"mqtt":"[fe80::1%eth0]:8883"}}}`,
+		`{"evergreen":{"listen":{"discovery":"127.0.0.1:0","http":"127.0.0.1:0"}}}`,
+		`{"evergreen":{"listen":{"discovery":"127.0.0.1:8443","http":"127.0.0.2:8443"}}}`,
 		`{"evergreen":{"certmgr":{"hostNames":["localhost","127.0.0.1","::1","*.local.example","gw_1.lan"]}}}`,
 		`{"evergreen":{"daemons":null}}`,
 		`{"crypto":null}`,
@@ -283,6 +315,41 @@ func TestParseAccepts(t *testing.T) {
 		if _, err := config.Parse([]byte(in)); err != nil {
 			t.Errorf("Parse(%s) = %v", in, err)
 		}
+	}
+}
+
+// Manual connectivity entries keep their order and values; autoDetect can
+// be turned off; null and [] mean no entries.
+func TestConnectivityEntries(t *testing.T) {
+	c, err := config.Parse([]byte(`{"evergreen":{"ipdetector":{"autoDetect":false},"connectivity":[
+		{"id":"localhost_127.0.0.1_0","hostAddress":"127.0.0.1","portNumber":8883,"metadata":""},
+		{"id":"site:gw-1","hostAddress":"gw-1.site.example","portNumber":1,"metadata":"` + strings.Repeat("m", 1024) + `"},
+		{"id":"v6","hostAddress":"2001:db8::5","portNumber":65535}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []config.ConnectivityEntry{
+		{ID: "localhost_127.0.0.1_0", HostAddress: "127.0.0.1", PortNumber: 8883},
+		{ID: "site:gw-1", HostAddress: "gw-1.site.example", PortNumber: 1, Metadata: strings.Repeat("m", 1024)},
+		{ID: "v6", HostAddress: "2001:db8::5", PortNumber: 65535},
+	}
+	if !reflect.DeepEqual(c.Evergreen.Connectivity, want) {
+		t.Fatalf("connectivity = %+v\nwant %+v", c.Evergreen.Connectivity, want)
+	}
+	if c.Evergreen.IPDetector.AutoDetect {
+		t.Error("autoDetect false was not kept")
+	}
+	for _, in := range []string{`{"evergreen":{"connectivity":null}}`, `{"evergreen":{"connectivity":[]}}`} {
+		c, err := config.Parse([]byte(in))
+		if err != nil || c.Evergreen.Connectivity != nil {
+			t.Errorf("Parse(%s) = %+v, %v; want no entries", in, c.Evergreen.Connectivity, err)
+		}
+	}
+	// A config built in code is checked the same way.
+	c = config.Default()
+	c.Evergreen.Connectivity = []config.ConnectivityEntry{{ID: "a", HostAddress: "10.0.0.1"}}
+	if err := c.Validate(); err == nil || err.Error() != "evergreen.connectivity[0].portNumber: is missing: want a port number 1..65535" {
+		t.Fatalf("Validate = %v", err)
 	}
 }
 

@@ -161,6 +161,27 @@ func certNameProblem(s string) string {
 	return "is not a DNS name or IP address"
 }
 
+// connectivityIDProblem applies v1's Id rules (1..128 of [a-zA-Z0-9:_-])
+// plus '.', which v1's own ids carry (AUTOIP_192.168.1.4_1, the documented
+// manual localhost_127.0.0.1_0), and keeps the detected entries' prefix for
+// them.
+func connectivityIDProblem(s string) string {
+	if len(s) > 128 || !validThingName(strings.ReplaceAll(s, ".", "_")) {
+		return "is not " + connectivityIDRule
+	}
+	if strings.HasPrefix(s, AutoIPPrefix) {
+		return "starts with " + AutoIPPrefix + ", which is kept for detected addresses"
+	}
+	return ""
+}
+
+func metadataProblem(s string) string {
+	if len(s) > MaxConnectivityMetadata {
+		return "is " + strconv.Itoa(len(s)) + " bytes long, more than " + strconv.Itoa(MaxConnectivityMetadata)
+	}
+	return ""
+}
+
 func proxyURLProblem(s string) string {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
@@ -217,7 +238,7 @@ func checkListenClash(l *Listen, path string) error {
 	var seen []entry
 	for _, e := range []struct{ key, addr string }{
 		{"mqtt", l.MQTT}, {"ipc", l.IPC}, {"streams", l.Streams},
-		{"bus", l.Bus}, {"http", l.HTTP}, {"grpc", l.GRPC},
+		{"bus", l.Bus}, {"http", l.HTTP}, {"discovery", l.Discovery}, {"grpc", l.GRPC},
 	} {
 		if e.addr == "" {
 			continue

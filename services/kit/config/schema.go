@@ -245,6 +245,72 @@ func (v *textList) check(path string) error {
 	return nil
 }
 
+// objectList is an array of objects of one shape; null or [] stores nil.
+// fields binds the keys of one element; post checks the list as a whole.
+type objectList[T any] struct {
+	p      *[]T
+	fields func(*T) []field
+	post   func(xs []T, path string) error
+}
+
+func (v *objectList[T]) decode(d *decoder, n *node, path string) error {
+	if n.kind == kindNull {
+		*v.p = nil
+		return nil
+	}
+	if n.kind != kindArray {
+		return wrongType(path, n, "array of objects")
+	}
+	var out []T
+	if len(n.elems) > 0 {
+		out = make([]T, len(n.elems))
+	}
+	for i, e := range n.elems {
+		x := &out[i]
+		o := &object{fields: func() []field { return v.fields(x) }}
+		if err := o.decode(d, e, indexPath(path, i)); err != nil {
+			return err
+		}
+	}
+	*v.p = out
+	return nil
+}
+
+func (v *objectList[T]) check(path string) error {
+	xs := *v.p
+	for i := range xs {
+		x := &xs[i]
+		o := &object{fields: func() []field { return v.fields(x) }}
+		if err := o.check(indexPath(path, i)); err != nil {
+			return err
+		}
+	}
+	if v.post != nil {
+		return v.post(xs, path)
+	}
+	return nil
+}
+
+// port is a required TCP port, 1..65535; 0 means the key is missing.
+type port struct{ p *int }
+
+func (v *port) decode(d *decoder, n *node, path string) error {
+	if err := intRange(v.p, 0, 65535).decode(d, n, path); err != nil {
+		return err
+	}
+	if *v.p == 0 {
+		return errorf(path, "0 is out of range 1..65535")
+	}
+	return nil
+}
+
+func (v *port) check(path string) error {
+	if *v.p == 0 {
+		return errorf(path, "is missing: want a port number 1..65535")
+	}
+	return intRange(v.p, 1, 65535).check(path)
+}
+
 func oneOf(xs ...string) func(string) string {
 	return func(s string) string {
 		if slices.Contains(xs, s) {
@@ -259,6 +325,8 @@ var yesNo = oneOf("yes", "no")
 const (
 	credentialRule = "a file:///absolute/path or pkcs11: URI"
 	listenRule     = "host:port"
+	// connectivityIDRule is v1's Id rule plus the '.' of its own ids.
+	connectivityIDRule = "1..128 characters of a-z A-Z 0-9 : _ - ."
 )
 
 func schemaFor(c *Config) *object {
@@ -458,6 +526,27 @@ func checkCloudIdentity(c *Config) error {
 	return nil
 }
 
+func connectivityFields(e *ConnectivityEntry) []field {
+	return []field{
+		{"id", requiredText(&e.ID, connectivityIDRule, connectivityIDProblem)},
+		{"hostAddress", requiredText(&e.HostAddress, "an IP address or a DNS name", hostProblem)},
+		{"portNumber", &port{&e.PortNumber}},
+		{"metadata", &text{p: &e.Metadata, valid: metadataProblem}},
+	}
+}
+
+// checkConnectivityIDs: devices tell the entries apart by id.
+func checkConnectivityIDs(xs []ConnectivityEntry, path string) error {
+	for i, e := range xs {
+		for j := range i {
+			if xs[j].ID == e.ID {
+				return errorf(keyPath(indexPath(path, i), "id"), "%s repeats %s", quote(e.ID), keyPath(indexPath(path, j), "id"))
+			}
+		}
+	}
+	return nil
+}
+
 func evergreenFields(eg *Evergreen) []field {
 	l := &eg.Listen
 	cm := &eg.Certmgr
@@ -472,6 +561,7 @@ func evergreenFields(eg *Evergreen) []field {
 					{"streams", requiredText(&l.Streams, listenRule, listenProblem)},
 					{"bus", requiredText(&l.Bus, listenRule, listenProblem)},
 					{"http", requiredText(&l.HTTP, listenRule, listenProblem)},
+					{"discovery", requiredText(&l.Discovery, listenRule, listenProblem)},
 					{"grpc", &text{p: &l.GRPC, valid: listenProblem}},
 				}
 			},
@@ -486,6 +576,14 @@ func evergreenFields(eg *Evergreen) []field {
 				{"hostNames", &textList{p: &cm.HostNames, nonEmpty: true, valid: certNameProblem}},
 			}
 		}}},
+		{"ipdetector", &object{fields: func() []field {
+			return []field{{"autoDetect", &boolean{&eg.IPDetector.AutoDetect}}}
+		}}},
+		{"connectivity", &objectList[ConnectivityEntry]{
+			p:      &eg.Connectivity,
+			fields: connectivityFields,
+			post:   checkConnectivityIDs,
+		}},
 		{"logging", &object{fields: func() []field {
 			return []field{
 				{"level", requiredText(&lg.Level, "debug, info, warn or error", oneOf("debug", "info", "warn", "error"))},

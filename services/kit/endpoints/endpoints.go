@@ -24,26 +24,36 @@ type Endpoints struct {
 	Streams string `json:"streams"`
 	Bus     string `json:"bus"`
 	HTTP    string `json:"http"`
+	// Discovery is the ipdetector's HTTPS discovery API.
+	Discovery string `json:"discovery"`
 	// GRPC is the optional mutual-TLS gRPC listener; empty when off.
 	GRPC string `json:"grpc,omitempty"`
+}
+
+// binding ties one configured listen address to its resolved field.
+type binding struct {
+	key string
+	in  string
+	out *string
+}
+
+func bindings(l config.Listen, e *Endpoints) []binding {
+	return []binding{
+		{"mqtt", l.MQTT, &e.MQTT},
+		{"ipc", l.IPC, &e.IPC},
+		{"streams", l.Streams, &e.Streams},
+		{"bus", l.Bus, &e.Bus},
+		{"http", l.HTTP, &e.HTTP},
+		{"discovery", l.Discovery, &e.Discovery},
+		{"grpc", l.GRPC, &e.GRPC},
+	}
 }
 
 // Resolve replaces every port 0 in the configured listen addresses with a
 // port that is free now.
 func Resolve(l config.Listen) (Endpoints, error) {
 	var e Endpoints
-	for _, x := range []struct {
-		key string
-		in  string
-		out *string
-	}{
-		{"mqtt", l.MQTT, &e.MQTT},
-		{"ipc", l.IPC, &e.IPC},
-		{"streams", l.Streams, &e.Streams},
-		{"bus", l.Bus, &e.Bus},
-		{"http", l.HTTP, &e.HTTP},
-		{"grpc", l.GRPC, &e.GRPC},
-	} {
+	for _, x := range bindings(l, &e) {
 		if x.in == "" {
 			continue
 		}
@@ -101,17 +111,33 @@ func Read(path string) (Endpoints, error) {
 
 // Ensure returns the endpoints at path, resolving and writing them from l
 // first when the file does not exist (a daemon started without the
-// supervisor, e.g. by systemd).
+// supervisor, e.g. by systemd). A file written before a listener existed
+// (an upgrade added one) gets the missing addresses resolved and added;
+// the ones it has are kept.
 func Ensure(path string, l config.Listen) (Endpoints, error) {
 	e, err := Read(path)
-	if err == nil {
+	if errors.Is(err, fs.ErrNotExist) {
+		if e, err = Resolve(l); err != nil {
+			return e, err
+		}
+		return e, Write(path, e)
+	}
+	if err != nil {
+		return e, err
+	}
+	added := false
+	for _, x := range bindings(l, &e) {
+		if x.in == "" || *x.out != "" {
+			continue
+		}
+		a, err := resolveOne(x.in)
+		if err != nil {
+			return Endpoints{}, fmt.Errorf("evergreen.listen.%s: %w", x.key, err)
+		}
+		*x.out, added = a, true
+	}
+	if !added {
 		return e, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return e, err
-	}
-	if e, err = Resolve(l); err != nil {
-		return e, err
 	}
 	return e, Write(path, e)
 }

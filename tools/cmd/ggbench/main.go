@@ -145,7 +145,7 @@ func row(name string, d, peer time.Duration) {
 func tempRoot() string {
 	d, err := os.MkdirTemp("", "ggb-")
 	must(err)
-	cfg := `{"evergreen":{"listen":{"mqtt":"127.0.0.1:0","ipc":"127.0.0.1:0","streams":"127.0.0.1:0","bus":"127.0.0.1:0","http":"127.0.0.1:0"}}}`
+	cfg := `{"evergreen":{"listen":{"mqtt":"127.0.0.1:0","ipc":"127.0.0.1:0","streams":"127.0.0.1:0","bus":"127.0.0.1:0","http":"127.0.0.1:0","discovery":"127.0.0.1:0"}}}`
 	must(os.MkdirAll(filepath.Join(d, "config"), 0o700))
 	must(os.WriteFile(filepath.Join(d, "config", "config.json"), []byte(cfg), 0o600))
 	return d
