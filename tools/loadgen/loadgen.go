@@ -89,32 +89,58 @@ func connect(addr string, d Device, onConn func(mqtt.Client)) (mqtt.Client, erro
 }
 
 // Run executes s and returns what was delivered to the subscribers.
+//
+// The load is closed-loop: each publisher keeps at most Window messages
+// in flight end to end (published but not yet received by every
+// subscriber), so the figure is what the broker sustains, not how fast its
+// queues overflow. A message not received within LossTimeout is counted as
+// lost and its slot freed.
 func Run(s Scenario) (Result, error) {
 	if s.Window <= 0 {
 		s.Window = 64
 	}
-	if s.PayloadSize < 16 {
+	if s.PayloadSize < 24 {
 		s.PayloadSize = 64
 	}
+	fanout := int64(len(s.Subscribers))
+	type pending struct {
+		left int64
+		at   time.Time
+	}
+	var mu sync.Mutex
+	inflight := make([]map[uint64]*pending, len(s.Publishers))
+	for i := range inflight {
+		inflight[i] = map[uint64]*pending{}
+	}
+	cond := sync.NewCond(&mu)
 	var received atomic.Int64
-	var latMu sync.Mutex
 	lat := make([]time.Duration, 0, 1<<16)
-	sample := uint64(0)
 	var measuring atomic.Bool
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		p := m.Payload()
-		if len(p) < 16 || !measuring.Load() {
+		if len(p) < 24 {
 			return
 		}
-		received.Add(1)
-		sent := int64(binary.BigEndian.Uint64(p))
-		d := time.Duration(time.Now().UnixNano() - sent)
-		// Keep every 8th sample to bound memory on long runs.
-		if atomic.AddUint64(&sample, 1)%8 == 0 {
-			latMu.Lock()
-			lat = append(lat, d)
-			latMu.Unlock()
+		now := time.Now()
+		sentAt := int64(binary.BigEndian.Uint64(p))
+		seq := binary.BigEndian.Uint64(p[8:])
+		pub := int(binary.BigEndian.Uint64(p[16:]))
+		mu.Lock()
+		if measuring.Load() {
+			received.Add(1)
+			if len(lat) < cap(lat) || received.Load()%8 == 0 {
+				lat = append(lat, time.Duration(now.UnixNano()-sentAt))
+			}
 		}
+		if pub < len(inflight) {
+			if e := inflight[pub][seq]; e != nil {
+				if e.left--; e.left <= 0 {
+					delete(inflight[pub], seq)
+					cond.Broadcast()
+				}
+			}
+		}
+		mu.Unlock()
 	}
 	var subs []mqtt.Client
 	defer func() {
@@ -147,60 +173,78 @@ func Run(s Scenario) (Result, error) {
 	}
 	time.Sleep(200 * time.Millisecond) // subscriptions settle
 	measuring.Store(true)
-	var sent atomic.Int64
-	stop := time.Now().Add(s.Duration)
+	// Wake waiting publishers now and then so lost messages time out.
+	stopTick := make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopTick:
+				return
+			case <-t.C:
+				mu.Lock()
+				cond.Broadcast()
+				mu.Unlock()
+			}
+		}
+	}()
+	var sent, lost atomic.Int64
+	start := time.Now()
+	stop := start.Add(s.Duration)
 	var wg sync.WaitGroup
 	for i, c := range pubs {
 		wg.Add(1)
 		go func(i int, c mqtt.Client) {
 			defer wg.Done()
 			topic := s.Topic(i)
-			window := make([]mqtt.Token, 0, s.Window)
-			for seq := uint64(0); time.Now().Before(stop); seq++ {
-				p := make([]byte, s.PayloadSize)
-				binary.BigEndian.PutUint64(p, uint64(time.Now().UnixNano()))
-				binary.BigEndian.PutUint64(p[8:], seq)
-				window = append(window, c.Publish(topic, s.QoS, false, p))
-				sent.Add(1)
-				if len(window) == cap(window) {
-					for _, t := range window {
-						t.WaitTimeout(5 * time.Second)
+			for seq := uint64(0); ; seq++ {
+				mu.Lock()
+				for len(inflight[i]) >= s.Window && time.Now().Before(stop) {
+					for k, e := range inflight[i] {
+						if time.Since(e.at) > LossTimeout {
+							delete(inflight[i], k)
+							lost.Add(1)
+						}
 					}
-					window = window[:0]
+					if len(inflight[i]) >= s.Window {
+						cond.Wait()
+					}
 				}
-			}
-			for _, t := range window {
-				t.WaitTimeout(5 * time.Second)
+				if !time.Now().Before(stop) {
+					mu.Unlock()
+					return
+				}
+				now := time.Now()
+				inflight[i][seq] = &pending{left: fanout, at: now}
+				mu.Unlock()
+				p := make([]byte, s.PayloadSize)
+				binary.BigEndian.PutUint64(p, uint64(now.UnixNano()))
+				binary.BigEndian.PutUint64(p[8:], seq)
+				binary.BigEndian.PutUint64(p[16:], uint64(i))
+				c.Publish(topic, s.QoS, false, p)
+				sent.Add(1)
 			}
 		}(i, c)
 	}
 	wg.Wait()
-	elapsed := s.Duration
-	// Let messages in flight arrive, but count throughput over the send
-	// window plus the drain actually needed.
-	drainStart := time.Now()
-	last := received.Load()
-	for time.Since(drainStart) < 3*time.Second {
-		time.Sleep(100 * time.Millisecond)
-		if n := received.Load(); n == last {
-			break
-		} else {
-			last = n
-		}
-	}
-	elapsed += time.Since(drainStart)
+	elapsed := time.Since(start)
 	measuring.Store(false)
+	close(stopTick)
 	r := Result{Sent: sent.Load(), Received: received.Load()}
 	r.MsgsPerSec = float64(r.Received) / elapsed.Seconds()
-	latMu.Lock()
+	mu.Lock()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	if n := len(lat); n > 0 {
 		r.P50 = lat[n/2]
 		r.P99 = lat[n*99/100]
 	}
-	latMu.Unlock()
+	mu.Unlock()
 	return r, nil
 }
+
+// LossTimeout is how long a message may take before it counts as lost.
+const LossTimeout = 2 * time.Second
 
 // ConnectIdle connects every device and leaves the connections idle; the
 // connections made so far are returned with the first error.

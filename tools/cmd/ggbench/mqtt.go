@@ -148,6 +148,8 @@ func mqttBench(ggd, mosq string, n int, dur time.Duration) {
 	}
 
 	// Memory per idle connected device.
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
 	var idle []loadgen.Device
 	for i := 0; i < idleConns; i++ {
 		name := fmt.Sprintf("idle-%04d", i)
