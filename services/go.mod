@@ -3,6 +3,7 @@ module github.com/evergreen-edge/evergreen/services
 go 1.26.8
 
 require (
+	github.com/evergreen-edge/evergreen/broker v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/certmgr v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/deployagent v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/proto v0.0.0-00010101000000-000000000000
@@ -11,6 +12,13 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/gorilla/websocket v1.5.3 // indirect
+	github.com/mochi-mqtt/server/v2 v2.7.9 // indirect
+	github.com/rs/xid v1.4.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
 )
 
 require (
@@ -36,3 +44,5 @@ replace github.com/evergreen-edge/evergreen/certmgr => ../certmgr
 replace github.com/evergreen-edge/evergreen/deployagent => ../deployagent
 
 replace github.com/evergreen-edge/evergreen/services/kit => ./kit
+
+replace github.com/evergreen-edge/evergreen/broker => ../broker

@@ -4,6 +4,7 @@
 package suite
 
 import (
+	"github.com/evergreen-edge/evergreen/broker"
 	"github.com/evergreen-edge/evergreen/certmgr"
 	"github.com/evergreen-edge/evergreen/deployagent"
 	"github.com/evergreen-edge/evergreen/services/bus"
@@ -15,6 +16,7 @@ import (
 func Specs() []daemon.Spec {
 	members := []daemon.Spec{
 		certmgr.Spec(),
+		broker.Spec(),
 		ipdetector.Spec(),
 	}
 	var consumers []string

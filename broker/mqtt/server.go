@@ -1,0 +1,426 @@
+// Package mqtt is the broker's MQTT server for client devices: mochi-mqtt
+// (MQTT 3.1.1 and 5) behind a mutual-TLS listener, with hooks that admit
+// devices, enforce the v1 limits and take every routing decision away from
+// mochi's topic fan-out.
+//
+// # Target namespaces
+//
+// mochi delivers a publish to every subscriber whose filter matches its
+// topic; Greengrass delivers it only where the group's subscription table
+// says. So no device ever subscribes, or publishes, in the shared topic
+// space:
+//
+//   - a device's filter F is stored as $gg/<client id>/F (OnSubscribe), so
+//     its subscriptions only ever match topics addressed to it;
+//   - a device's publish is taken out of mochi's fan-out (OnPublish answers
+//     CodeSuccessIgnore, so mochi still completes the QoS exchange with the
+//     publisher) and handed to the broker (Config.Inbound), which asks the
+//     routing table for the targets;
+//   - for each device target the broker calls Deliver, which publishes
+//     through mochi's inline client on $gg/<target>/T; mochi's session,
+//     QoS 1, inflight and persistent-session machinery then work as usual
+//     for that one client;
+//   - OnPacketEncode strips $gg/<client id>/ just before the bytes leave, so
+//     the device sees T;
+//   - OnACLCheck lets a device read only inside its own namespace, a second
+//     guard should anything else publish there.
+//
+// A will message is renamed $evergreen/will/T (OnWill) and reaches the
+// broker through an inline subscription, so it is routed like any publish
+// of that device, will delay included.
+package mqtt
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/evergreen-edge/evergreen/broker/admission"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
+)
+
+// MaxPayload is v1's limit on a message from a device: 128 KB.
+const MaxPayload = 128 * 1024
+
+// Topics the server uses for itself. Devices never reach them: their
+// filters live under $gg/<id>/ and their publishes never enter mochi's
+// fan-out.
+const (
+	namespace    = "$gg/"
+	willPrefix   = "$evergreen/will/"
+	discardTopic = "$evergreen/discard"
+	// invalidFilter makes mochi answer a SUBACK failure for a filter the
+	// hook refused.
+	invalidFilter = "#/refused"
+)
+
+// Limits bound what one client may hold or do.
+type Limits struct {
+	// MaxClients bounds connected clients.
+	MaxClients int64
+	// MaxInflight bounds QoS 1 messages in flight to, or queued for, one
+	// client (persistent sessions included); more are dropped.
+	MaxInflight uint16
+	// ReceiveMaximum bounds the QoS 1/2 publishes a client may have
+	// unacknowledged towards the server.
+	ReceiveMaximum uint16
+	// MaxPendingWrites bounds the packets queued for writing to one
+	// client; a publish to a full queue is dropped.
+	MaxPendingWrites int32
+	// SessionExpiry bounds (seconds) how long a disconnected persistent
+	// session is kept.
+	SessionExpiry uint32
+	// MessageExpiry bounds (seconds) how long a queued message is kept.
+	MessageExpiry int64
+	// TopicAliases bounds a v5 client's inbound topic aliases.
+	TopicAliases uint16
+	// MessagesPerSecond and BytesPerSecond throttle what one client may
+	// publish (bursts of one second). A client above them is not cut off:
+	// the server stops reading from it until it is back under, so the
+	// back-pressure lands on the flooding device's TCP connection and
+	// never on other devices' messages.
+	MessagesPerSecond float64
+	BytesPerSecond    float64
+	// MaxHandshakes bounds TLS handshakes in progress.
+	MaxHandshakes int
+	// HandshakeTimeout bounds one TLS handshake; ConnectTimeout the wait
+	// for CONNECT after it.
+	HandshakeTimeout time.Duration
+	ConnectTimeout   time.Duration
+	// AdmitTimeout bounds one admission decision.
+	AdmitTimeout time.Duration
+}
+
+// DefaultLimits are the limits of a production core.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxClients:        10000,
+		MaxInflight:       128,
+		ReceiveMaximum:    128,
+		MaxPendingWrites:  512,
+		SessionExpiry:     24 * 3600,
+		MessageExpiry:     3600,
+		TopicAliases:      64,
+		MessagesPerSecond: 20000,
+		BytesPerSecond:    32 << 20,
+		MaxHandshakes:     64,
+		HandshakeTimeout:  10 * time.Second,
+		ConnectTimeout:    10 * time.Second,
+		AdmitTimeout:      5 * time.Second,
+	}
+}
+
+// Message is a publish the server hands to the broker or takes from it.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	// Props are the MQTT 5 properties that travel with the message to
+	// device targets (content type, response topic, correlation data, user
+	// properties, payload format, expiry); nil when there are none.
+	Props *packets.Properties
+}
+
+// Config is what the server needs from the broker.
+type Config struct {
+	Address string
+	Cert    *ServerCert
+	// Admit decides on every CONNECT.
+	Admit func(ctx context.Context, leaf *x509.Certificate, clientID string) admission.Result
+	// Inbound routes a device's publish (or will); it must not block.
+	Inbound func(device string, m Message)
+	Log     *slog.Logger
+	Limits  Limits
+}
+
+// Stats are the server's counters.
+type Stats struct {
+	RefusedConnections uint64
+	RefusedPublishes   uint64
+}
+
+// Server is the MQTT server.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	mochi  *mochi.Server
+	inline *mochi.Client
+	ln     *tlsListener
+
+	// conns holds the state of each admitted connection, keyed by its
+	// net.Conn: a connection's entry lives exactly as long as mochi
+	// serves it (the listener removes it), whatever path mochi takes out.
+	conns sync.Map // net.Conn -> *conn
+
+	refusedConns atomic.Uint64
+	refusedPubs  atomic.Uint64
+}
+
+// conn is what the server knows of one admitted connection.
+type conn struct {
+	device      string
+	via         admission.Via
+	cert        *x509.Certificate
+	remote      string
+	connectedAt time.Time
+	in, out     atomic.Uint64
+
+	msgs, bytes *rate.Limiter
+	ctx         context.Context
+	cancel      context.CancelFunc
+
+	// purge drops the session when the connection ends (device removed).
+	purge atomic.Bool
+	// refusals and lastRefusalLog rate-limit the refused-publish log.
+	refusals       atomic.Uint64
+	lastRefusalLog atomic.Int64
+}
+
+// New builds the server; Start opens the socket.
+func New(cfg Config) (*Server, error) {
+	if cfg.Cert == nil || cfg.Admit == nil || cfg.Inbound == nil || cfg.Log == nil {
+		return nil, errors.New("mqtt: Cert, Admit, Inbound and Log are required")
+	}
+	l := cfg.Limits
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumClients = l.MaxClients
+	caps.MaximumInflight = l.MaxInflight
+	caps.ReceiveMaximum = l.ReceiveMaximum
+	caps.MaximumClientWritesPending = l.MaxPendingWrites
+	caps.MaximumSessionExpiryInterval = l.SessionExpiry
+	caps.MaximumMessageExpiryInterval = l.MessageExpiry
+	caps.TopicAliasMaximum = l.TopicAliases
+	// Room for the fixed header, a 256-byte topic, the packet id and some
+	// MQTT 5 properties around a 128 KB payload; OnPublish checks the
+	// payload itself. A larger packet is never read into memory.
+	caps.MaximumPacketSize = MaxPayload + 4096
+	// Shared subscriptions mean nothing when every device has its own
+	// namespace; retained messages are not kept (see OnPublish).
+	caps.SharedSubAvailable = 0
+	caps.MinimumProtocolVersion = 4
+	s := &Server{cfg: cfg, log: cfg.Log}
+	s.mochi = mochi.New(&mochi.Options{
+		Capabilities: caps,
+		InlineClient: true,
+		// mochi's own logging is per packet; the hooks log what matters.
+		Logger: slog.New(levelFilter{h: cfg.Log.Handler(), min: slog.LevelError}).With("component", "mochi"),
+		// $SYS topics are invisible to namespaced devices; publishing them
+		// every second would only wake an idle core.
+		SysTopicResendInterval: 24 * 3600,
+	})
+	inline, ok := s.mochi.Clients.Get(mochi.InlineClientId)
+	if !ok {
+		return nil, errors.New("mqtt: mochi has no inline client")
+	}
+	s.inline = inline
+	if err := s.mochi.AddHook(&hook{s: s}, nil); err != nil {
+		return nil, err
+	}
+	if err := s.mochi.Subscribe(willPrefix+"#", 1, s.onWill); err != nil {
+		return nil, fmt.Errorf("mqtt: will subscription: %w", err)
+	}
+	return s, nil
+}
+
+// Start listens on the configured address and serves.
+func (s *Server) Start() error {
+	s.ln = &tlsListener{
+		id: "mqtts", address: s.cfg.Address, cfg: TLSConfig(s.cfg.Cert), log: s.log, limits: s.cfg.Limits,
+		refused: &s.refusedConns,
+		closed:  func(c net.Conn) { s.conns.Delete(c) },
+	}
+	if err := s.mochi.AddListener(s.ln); err != nil {
+		return fmt.Errorf("MQTT listener %s: %w", s.cfg.Address, err)
+	}
+	return s.mochi.Serve()
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.cfg.Address
+	}
+	return s.ln.Address()
+}
+
+// Close disconnects every client and stops listening; it waits for the
+// connections to end until ctx's deadline.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.mochi.Close()
+	if s.ln != nil {
+		d := 2 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			d = time.Until(dl)
+		}
+		if !s.ln.wait(d) {
+			s.log.Warn("MQTT connections still open at stop")
+		}
+	}
+	return err
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{RefusedConnections: s.refusedConns.Load(), RefusedPublishes: s.refusedPubs.Load()}
+}
+
+// Deliver publishes m to one device, on m.Topic, through mochi's session
+// for that client: nothing happens when the device has no subscription
+// matching the topic, and a QoS 1 message waits in a persistent session of
+// a disconnected device. Routed copies are at most QoS 1.
+func (s *Server) Deliver(device string, m Message) error {
+	qos := min(m.QoS, 1)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+		TopicName:   namespace + device + "/" + m.Topic,
+		Payload:     m.Payload,
+	}
+	if qos > 0 {
+		// mochi gives each recipient its own packet id; validation only
+		// wants one present.
+		pk.PacketID = 1
+	}
+	if m.Props != nil {
+		pk.Properties = m.Props.Copy(false)
+	}
+	return s.mochi.InjectPacket(s.inline, pk)
+}
+
+// Disconnect ends the connection of device, if any, and says why in the
+// log. With purge its session goes too (subscriptions, queued messages),
+// and its will is not published.
+func (s *Server) Disconnect(device, reason string, purge bool) bool {
+	cl, ok := s.mochi.Clients.Get(device)
+	if !ok || cl.Net.Inline {
+		return false
+	}
+	c := s.state(cl)
+	if c != nil && purge {
+		c.purge.Store(true)
+	}
+	if c == nil || cl.Closed() {
+		if purge {
+			s.dropSession(cl)
+		}
+		return false
+	}
+	s.log.Info("disconnecting device", "device", device, "remote", c.remote, "reason", reason)
+	s.kick(cl, packets.ErrNotAuthorized)
+	return true
+}
+
+// kick ends a connection: MQTT 5 clients get a DISCONNECT with code; MQTT
+// 3.1.1 has no server DISCONNECT, so the connection is just closed.
+func (s *Server) kick(cl *mochi.Client, code packets.Code) {
+	if cl.Properties.ProtocolVersion == 5 {
+		s.mochi.DisconnectClient(cl, code)
+		return
+	}
+	cl.Stop(code)
+}
+
+func (s *Server) dropSession(cl *mochi.Client) {
+	s.mochi.UnsubscribeClient(cl)
+	cl.ClearInflights()
+	if cur, ok := s.mochi.Clients.Get(cl.ID); ok && cur == cl {
+		s.mochi.Clients.Delete(cl.ID)
+	}
+}
+
+// ClientInfo describes a connected device.
+type ClientInfo struct {
+	ClientID      string
+	Remote        string
+	Protocol      byte
+	ConnectedAt   time.Time
+	Clean         bool
+	Subscriptions []string
+	In, Out       uint64
+	Via           admission.Via
+	Cert          *x509.Certificate
+}
+
+// Clients returns the connected devices, sorted by client id.
+func (s *Server) Clients() []ClientInfo {
+	var out []ClientInfo
+	for _, cl := range s.mochi.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		c := s.state(cl)
+		if c == nil {
+			continue
+		}
+		info := ClientInfo{
+			ClientID: cl.ID, Remote: c.remote, Protocol: cl.Properties.ProtocolVersion,
+			ConnectedAt: c.connectedAt, Clean: cl.Properties.Clean,
+			In: c.in.Load(), Out: c.out.Load(), Via: c.via, Cert: c.cert,
+		}
+		prefix := namespace + cl.ID + "/"
+		for f := range cl.State.Subscriptions.GetAll() {
+			info.Subscriptions = append(info.Subscriptions, strings.TrimPrefix(f, prefix))
+		}
+		slices.Sort(info.Subscriptions)
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b ClientInfo) int { return strings.Compare(a.ClientID, b.ClientID) })
+	return out
+}
+
+func (s *Server) state(cl *mochi.Client) *conn {
+	if cl == nil || cl.Net.Conn == nil {
+		return nil
+	}
+	v, ok := s.conns.Load(cl.Net.Conn)
+	if !ok {
+		return nil
+	}
+	return v.(*conn)
+}
+
+// onWill receives the wills OnWill renamed, once mochi decides to publish
+// them (after the will delay, unless the device came back).
+func (s *Server) onWill(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
+	t, ok := strings.CutPrefix(pk.TopicName, willPrefix)
+	if !ok || pk.Origin == "" {
+		return
+	}
+	m := Message{Topic: t, Payload: pk.Payload, QoS: pk.FixedHeader.Qos}
+	if len(pk.Properties.User) > 0 {
+		m.Props = &packets.Properties{User: pk.Properties.User}
+	}
+	s.cfg.Inbound(pk.Origin, m)
+}
+
+// inNamespace reports whether t is addressed to client id (under $gg/id/).
+func inNamespace(id, t string) bool {
+	return len(t) > len(namespace)+len(id)+1 && strings.HasPrefix(t, namespace) &&
+		t[len(namespace):len(namespace)+len(id)] == id && t[len(namespace)+len(id)] == '/'
+}
+
+// levelFilter drops records below min.
+type levelFilter struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (f levelFilter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= f.min && f.h.Enabled(ctx, l)
+}
+func (f levelFilter) Handle(ctx context.Context, r slog.Record) error { return f.h.Handle(ctx, r) }
+func (f levelFilter) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelFilter{h: f.h.WithAttrs(a), min: f.min}
+}
+func (f levelFilter) WithGroup(n string) slog.Handler {
+	return levelFilter{h: f.h.WithGroup(n), min: f.min}
+}
