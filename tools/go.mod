@@ -3,6 +3,7 @@ module github.com/evergreen-edge/evergreen/tools
 go 1.26.8
 
 require (
+	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/evergreen-edge/evergreen/proto v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/services/kit v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
@@ -10,7 +11,6 @@ require (
 )
 
 require (
-	github.com/eclipse/paho.mqtt.golang v1.5.1 // indirect
 	github.com/gorilla/websocket v1.5.3 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect

@@ -48,7 +48,6 @@ type link struct {
 	lastErr    string
 	connects   uint64
 	reconnects uint64
-	current    *session
 }
 
 func (c *Cloud) newLink(n int) *link {
