@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/tls"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"sync"
 	"testing"
 	"time"
@@ -54,7 +55,7 @@ func TestServerCertificateRenewalWithoutRestart(t *testing.T) {
 	}
 
 	var renewed string
-	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+	bustest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
 		var seen serialSeen
 		c, _, err := s.connectV3(sensor, "sensor", seen.hook)
 		if err != nil {

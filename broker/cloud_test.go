@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"net"
 	"os"
 	"os/exec"
@@ -94,7 +95,7 @@ func (u *upstream) start(t *testing.T, groupCA string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	checkFor(t, within, 20*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 20*time.Millisecond, func() error {
 		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(u.port)))
 		if err == nil {
 			c.Close()
@@ -148,7 +149,7 @@ func TestCloudRoutes(t *testing.T) {
 	if tok := obs.Subscribe("up/#", 1, nil); !tok.WaitTimeout(within) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
-	checkFor(t, within, 50*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 50*time.Millisecond, func() error {
 		st, err := s.api.GetCloudStatus(context.Background(), &brokerv1.GetCloudStatusRequest{})
 		if err != nil {
 			return err

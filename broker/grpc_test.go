@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"slices"
 	"strings"
 	"testing"
@@ -112,7 +113,7 @@ func TestTap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, within, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 10*time.Millisecond, func() error {
 		if !s.svc.taps.active() {
 			return status.Error(codes.Unavailable, "tap not open yet")
 		}
@@ -146,7 +147,7 @@ func TestTap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, within, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 10*time.Millisecond, func() error {
 		if n := s.svc.taps.n.Load(); n != maxTaps {
 			return status.Errorf(codes.Unavailable, "%d taps open", n)
 		}
@@ -177,7 +178,7 @@ func TestSlowTapDoesNotBlockRouting(t *testing.T) {
 	if _, err := s.api.Subscribe(ctx, &brokerv1.SubscribeRequest{Filter: "#"}); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, within, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 10*time.Millisecond, func() error {
 		if !s.svc.taps.active() {
 			return status.Error(codes.Unavailable, "tap not open yet")
 		}
@@ -190,7 +191,7 @@ func TestSlowTapDoesNotBlockRouting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, within, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 10*time.Millisecond, func() error {
 		if len(fnMsgs) < n {
 			return status.Errorf(codes.Unavailable, "%d of %d messages delivered", len(fnMsgs), n)
 		}
@@ -213,7 +214,7 @@ func TestListClientsAndCloudStatus(t *testing.T) {
 
 	// The counters move once the bytes are written, which may be just
 	// after the client has them.
-	checkFor(t, within, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 10*time.Millisecond, func() error {
 		resp, err := s.api.ListClients(ctx, &brokerv1.ListClientsRequest{})
 		if err != nil {
 			return err

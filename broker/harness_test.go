@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"io"
 	"net"
 	"os"
@@ -33,7 +34,6 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -58,23 +58,6 @@ func functionARN(name string) string {
 	return "arn:aws:lambda:" + region + ":" + account + ":function:" + name + ":1"
 }
 
-// checkFor polls fn until it returns nil or total passes (nats-server's
-// habit), and fails with fn's last error.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	var err error
-	for {
-		if err = fn(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 // logBuffer collects a daemon's log records.
 type logBuffer struct {
 	mu sync.Mutex
@@ -97,7 +80,7 @@ func (l *logBuffer) String() string {
 func (l *logBuffer) waitFor(t *testing.T, parts ...string) string {
 	t.Helper()
 	var found string
-	checkFor(t, within, 20*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 20*time.Millisecond, func() error {
 		for _, line := range strings.Split(l.String(), "\n") {
 			ok := true
 			for _, p := range parts {
@@ -114,23 +97,6 @@ func (l *logBuffer) waitFor(t *testing.T, parts ...string) string {
 		return fmt.Errorf("no broker log line contains all of %q", parts)
 	})
 	return found
-}
-
-func startBus(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns.ClientURL()
 }
 
 // suite is one root with a bus, certmgr and the broker.
@@ -166,7 +132,7 @@ func newSuite(t *testing.T) *suite { return newSuiteWith(t, suiteOptions{}) }
 
 func newSuiteWith(t *testing.T, o suiteOptions) *suite {
 	t.Helper()
-	s := &suite{t: t, root: layout.Root(t.TempDir()), busURL: startBus(t), logs: &logBuffer{}}
+	s := &suite{t: t, root: layout.Root(t.TempDir()), busURL: bustest.Start(t), logs: &logBuffer{}}
 	cfg := config.Default()
 	l := &cfg.Evergreen.Listen
 	for _, p := range []*string{&l.MQTT, &l.IPC, &l.Streams, &l.Bus, &l.HTTP, &l.Discovery} {
@@ -591,7 +557,7 @@ func (s *suite) mosquitto(ctx context.Context, tool string, d *device, clientID 
 // subscriptions (a mosquitto_sub started in the background).
 func (s *suite) waitSubscribed(device string, filters ...string) {
 	s.t.Helper()
-	checkFor(s.t, within, 20*time.Millisecond, func() error {
+	bustest.CheckFor(s.t, within, 20*time.Millisecond, func() error {
 		resp, err := s.api.ListClients(context.Background(), &brokerv1.ListClientsRequest{})
 		if err != nil {
 			return err

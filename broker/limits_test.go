@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -182,7 +183,7 @@ func TestFloodingDeviceDoesNotStarveOthers(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
-	checkFor(t, within, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 10*time.Millisecond, func() error {
 		if n := sunk.Load(); n < 1000 {
 			return fmt.Errorf("the flood has not started (%d messages sunk)", n)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"strings"
 	"testing"
 	"time"
@@ -243,7 +244,7 @@ func TestQoS1PersistentSessionAndProperties(t *testing.T) {
 	if err := w.c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, within, 20*time.Millisecond, func() error {
+	bustest.CheckFor(t, within, 20*time.Millisecond, func() error {
 		resp, err := s.api.ListClients(context.Background(), &brokerv1.ListClientsRequest{})
 		if err != nil || len(resp.GetClients()) != 0 {
 			return fmt.Errorf("clients %v (err %v)", resp.GetClients(), err)

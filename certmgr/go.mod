@@ -28,7 +28,7 @@ require (
 	github.com/evergreen-edge/evergreen/proto v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/services/kit v0.0.0-00010101000000-000000000000
 	// Tests only: a real embedded bus.
-	github.com/nats-io/nats-server/v2 v2.15.2
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
 )
 
 replace github.com/evergreen-edge/evergreen/proto => ../proto

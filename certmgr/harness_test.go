@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,31 +17,11 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 )
-
-// startBus runs a real NATS server (no auth) for the test and returns its
-// URL.
-func startBus(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns.ClientURL()
-}
 
 // suite is one certmgr root with a bus, started and stopped like the
 // supervisor does it.
@@ -57,7 +38,7 @@ type suite struct {
 
 func newSuite(t *testing.T) *suite {
 	t.Helper()
-	s := &suite{t: t, root: layout.Root(t.TempDir()), busURL: startBus(t)}
+	s := &suite{t: t, root: layout.Root(t.TempDir()), busURL: bustest.Start(t)}
 	t.Cleanup(func() {
 		s.stop()
 		if t.Failed() {

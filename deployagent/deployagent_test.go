@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -347,7 +348,7 @@ func TestConcurrentDeployIsAborted(t *testing.T) {
 		t.Fatalf("first event %v, %v", ev, err)
 	}
 	// The first deployment is running: slow holds it.
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	bustest.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if len(s.consumer("slow").received()) == 0 {
 			return fmt.Errorf("slow never received the first deployment")
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"io"
 	"os"
 	"path/filepath"
@@ -21,7 +22,6 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
-	"github.com/nats-io/nats-server/v2/server"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -29,21 +29,6 @@ import (
 // refuseID makes the refusing test consumer refuse any group holding a
 // function or subscription with this Id.
 const refuseID = "refuse-me"
-
-// startBus runs a real NATS server on a free port, without auth.
-func startBus(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true, MaxPayload: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
-}
 
 // newRoot is a short root: unix socket paths are limited to 107 bytes.
 func newRoot(t *testing.T) string {
@@ -240,7 +225,7 @@ type suite struct {
 }
 
 func newSuite(t *testing.T, consumers []*consumer, opts ...deployagent.Option) *suite {
-	s := &suite{t: t, root: newRoot(t), bus: startBus(t), opts: opts, consumers: map[string]*consumer{}}
+	s := &suite{t: t, root: newRoot(t), bus: bustest.Start(t), opts: opts, consumers: map[string]*consumer{}}
 	for _, c := range consumers {
 		s.names = append(s.names, c.name)
 		s.consumers[c.name] = c
@@ -359,20 +344,4 @@ func currentGroupFunctions(t *testing.T, c deployv1.DeployerClient) ([]string, s
 		t.Fatalf("GetCurrentGroup returned a group that does not parse: %v", err)
 	}
 	return functionIDs(g), resp.GetDeploymentId()
-}
-
-// checkFor polls fn until it returns nil or total elapses.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(every)
-	}
 }

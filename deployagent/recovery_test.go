@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"io"
 	"log/slog"
 	"os"
@@ -102,7 +103,7 @@ func TestStartDiscardsTornStagedFile(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, deployment.StagedFile), []byte(`{"deploymentId": "x", "gro`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bus := startBus(t)
+	bus := bustest.Start(t)
 	startDaemon(t, root, bus, deployagent.Spec(nil))
 	if _, err := os.Stat(filepath.Join(dir, deployment.StagedFile)); !os.IsNotExist(err) {
 		t.Fatalf("torn staged.json kept: %v", err)
@@ -128,7 +129,7 @@ func TestStartRecordsDeploymentCommittedJustBeforeStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	alpha := &consumer{name: "alpha"}
-	s := &suite{t: t, root: root, bus: startBus(t), names: []string{"alpha"}, consumers: map[string]*consumer{"alpha": alpha}}
+	s := &suite{t: t, root: root, bus: bustest.Start(t), names: []string{"alpha"}, consumers: map[string]*consumer{"alpha": alpha}}
 	s.start()
 	d, err := s.client.GetDeployment(context.Background(), &deployv1.GetDeploymentRequest{})
 	if err != nil || d.GetDeploymentId() != "c-1" || d.GetStatus() != success || !d.GetCurrent() {
@@ -143,7 +144,7 @@ func TestStartRecordsDeploymentCommittedJustBeforeStop(t *testing.T) {
 // interface as over gRPC.
 func TestLocalServiceInProcess(t *testing.T) {
 	root := newRoot(t)
-	bus := startBus(t)
+	bus := bustest.Start(t)
 	startDaemon(t, root, bus, (&consumer{name: "alpha"}).spec())
 	nc, err := nats.Connect(bus)
 	if err != nil {
@@ -191,7 +192,7 @@ func TestLocalServiceInProcess(t *testing.T) {
 // it, when config.json names this core's thing.
 func TestGroupForAnotherCoreIsInvalid(t *testing.T) {
 	root := newRoot(t)
-	bus := startBus(t)
+	bus := bustest.Start(t)
 	alpha := &consumer{name: "alpha"}
 	startDaemon(t, root, bus, alpha.spec())
 	nc, err := nats.Connect(bus)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"io"
 	"net/netip"
 	"os"
@@ -26,7 +27,6 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -40,24 +40,6 @@ const (
 	mqttPort  = 28883
 	waitLimit = 10 * time.Second
 )
-
-// startBus runs a real NATS server (no auth: any credentials pass).
-func startBus(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns.ClientURL()
-}
 
 // addrList is a changeable address source for Options.Addrs.
 type addrList struct {
@@ -98,7 +80,7 @@ func newSuite(t *testing.T) *suite {
 	cfg.CoreThing.ThingArn = coreArn
 	cfg.Evergreen.Listen.MQTT = "0.0.0.0:" + strconv.Itoa(mqttPort)
 	cfg.Evergreen.Listen.Discovery = "127.0.0.1:0"
-	s := &suite{t: t, root: layout.Root(t.TempDir()), busURL: startBus(t), cfg: cfg}
+	s := &suite{t: t, root: layout.Root(t.TempDir()), busURL: bustest.Start(t), cfg: cfg}
 	t.Cleanup(func() {
 		s.stopIPDetector()
 		s.stopCertmgr()
