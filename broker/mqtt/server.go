@@ -105,8 +105,11 @@ type Limits struct {
 func DefaultLimits() Limits {
 	return Limits{
 		MaxClients:        10000,
-		MaxInflight:       128,
-		ReceiveMaximum:    128,
+		// 128 starved a fan-in sink at QoS 1 (make bench: 7.2k msg/s);
+		// 1024 gave 16.7k msg/s in the same run. The map fills only
+		// while messages are actually unacknowledged.
+		MaxInflight:       1024,
+		ReceiveMaximum:    1024,
 		MaxPendingWrites:  512,
 		SessionExpiry:     24 * 3600,
 		MessageExpiry:     3600,
