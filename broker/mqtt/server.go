@@ -104,7 +104,7 @@ type Limits struct {
 // DefaultLimits are the limits of a production core.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxClients:        10000,
+		MaxClients: 10000,
 		// 128 starved a fan-in sink at QoS 1 (make bench: 7.2k msg/s);
 		// 1024 gave 16.7k msg/s in the same run. The map fills only
 		// while messages are actually unacknowledged.
