@@ -7,9 +7,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
+	"github.com/nats-io/nats.go"
 	"io"
 	"net"
 	"os"
@@ -27,14 +27,12 @@ import (
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	certmgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/certmgr/v1"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
-	"github.com/evergreen-edge/evergreen/services/kit/busconn"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
-	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -144,15 +142,7 @@ func newSuiteWith(t *testing.T, o suiteOptions) *suite {
 		o.config(cfg)
 	}
 	s.cfg = cfg
-	if err := os.MkdirAll(s.root.BusDir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{certmgr.Name, Name} {
-		creds, _ := json.Marshal(busconn.Creds{User: name, Password: "x"})
-		if err := os.WriteFile(s.root.BusCreds(name), creds, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bustest.WriteCreds(t, s.root, certmgr.Name, Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, err := daemon.Start(ctx, certmgr.SpecWithOptions(o.certmgr), daemon.Options{Root: s.root.Dir(), BusURL: s.busURL, Config: cfg, LogStderr: io.Discard})

@@ -3,8 +3,8 @@ package certmgr
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
+	"github.com/nats-io/nats.go"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,11 +13,9 @@ import (
 
 	"github.com/evergreen-edge/evergreen/certmgr/pki"
 	certmgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/certmgr/v1"
-	"github.com/evergreen-edge/evergreen/services/kit/busconn"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
-	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -60,13 +58,7 @@ func (s *suite) start() {
 }
 
 func (s *suite) tryStart() error {
-	creds, _ := json.Marshal(busconn.Creds{User: Name, Password: "x"})
-	if err := os.MkdirAll(s.root.BusDir(), 0o700); err != nil {
-		return err
-	}
-	if err := os.WriteFile(s.root.BusCreds(Name), creds, 0o600); err != nil {
-		return err
-	}
+	bustest.WriteCreds(s.t, s.root, Name)
 	spec := SpecWithOptions(s.opts)
 	spec.New = func() daemon.Service {
 		s.svc = New(s.opts)

@@ -2,7 +2,6 @@ package deployagent_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/evergreen-edge/evergreen/deployagent"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
-	"github.com/evergreen-edge/evergreen/services/kit/busconn"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
@@ -41,21 +39,9 @@ func newRoot(t *testing.T) string {
 	return dir
 }
 
-func writeCreds(t *testing.T, root, name string) {
-	t.Helper()
-	r := layout.Root(root)
-	if err := os.MkdirAll(r.BusDir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(busconn.Creds{User: name, Password: "x"})
-	if err := os.WriteFile(r.BusCreds(name), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func startDaemon(t *testing.T, root, busURL string, spec daemon.Spec) *daemon.Running {
 	t.Helper()
-	writeCreds(t, root, spec.Name)
+	bustest.WriteCreds(t, layout.Root(root), spec.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r, err := daemon.Start(ctx, spec, daemon.Options{Root: root, BusURL: busURL, LogStderr: io.Discard})

@@ -5,8 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
+	"github.com/nats-io/nats.go"
 	"io"
 	"net/netip"
 	"os"
@@ -22,12 +22,10 @@ import (
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	ipdetectorv1 "github.com/evergreen-edge/evergreen/proto/evergreen/ipdetector/v1"
 	"github.com/evergreen-edge/evergreen/services/ipdetector"
-	"github.com/evergreen-edge/evergreen/services/kit/busconn"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
-	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -97,13 +95,7 @@ func newSuite(t *testing.T) *suite {
 
 func (s *suite) startDaemon(spec daemon.Spec) *daemon.Running {
 	s.t.Helper()
-	creds, _ := json.Marshal(busconn.Creds{User: spec.Name, Password: "x"})
-	if err := os.MkdirAll(s.root.BusDir(), 0o700); err != nil {
-		s.t.Fatal(err)
-	}
-	if err := os.WriteFile(s.root.BusCreds(spec.Name), creds, 0o600); err != nil {
-		s.t.Fatal(err)
-	}
+	bustest.WriteCreds(s.t, s.root, spec.Name)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, err := daemon.Start(ctx, spec, daemon.Options{Root: s.root.Dir(), BusURL: s.busURL, Config: s.cfg, LogStderr: io.Discard})
