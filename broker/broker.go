@@ -59,6 +59,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 				"evergreen.certmgr.events.>",
 				subjects.RuntimePublish,
 				subjects.ShadowPublish,
+				subjects.ShadowCloud,
 			},
 			AllowResponses: true,
 		},
@@ -76,6 +77,9 @@ type Service struct {
 	router *router.Router
 	// deployed describes the deployment in force.
 	deployed atomic.Pointer[inForce]
+	// synced is the set of things whose shadows sync with the cloud
+	// (SyncShadow: true in the group in force).
+	synced atomic.Pointer[map[string]bool]
 
 	cert      *mqtt.ServerCert
 	certmgrCC *grpc.ClientConn

@@ -27,6 +27,7 @@ func (s *Service) followBus() error {
 	}{
 		{subjects.RuntimePublish, s.onRuntimePublish},
 		{subjects.ShadowPublish, s.onShadowPublish},
+		{subjects.ShadowCloud, s.onShadowCloud},
 		{"evergreen.certmgr.events.>", s.onCertmgrEvent},
 	} {
 		sub, err := s.env.Bus.Subscribe(x.subject, x.handle)

@@ -97,10 +97,15 @@ func (s *Service) install(t *router.Table, g *groupdef.Group, id string) {
 		t, _ = router.Compile(nil)
 	}
 	s.admit.SetGroupDevices(t.Devices())
+	synced := map[string]bool{}
+	for _, name := range g.SyncShadowThings() {
+		synced[name] = true
+	}
+	s.synced.Store(&synced)
 	s.router.Swap(t)
 	s.deployed.Store(&inForce{id: id, hasGroup: g != nil})
 	if s.cloud != nil {
-		if err := s.cloud.SetSubscriptions(t.CloudSubjects()); err != nil {
+		if err := s.cloud.SetSubscriptions(s.cloudSubjects(t)); err != nil {
 			s.log.Error("cloud subscriptions", "err", err)
 		}
 	}

@@ -3,11 +3,19 @@ package broker
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/broker/cloud"
 	"github.com/evergreen-edge/evergreen/broker/router"
+	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
+	"github.com/evergreen-edge/evergreen/services/kit/topic"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The cloud connection (package cloud) exists only when coreThing.iotHost
@@ -29,11 +37,12 @@ func (s *Service) startCloud(ctx context.Context, g *groupdef.Group) error {
 		Settings:  settings,
 		Log:       s.log.With("component", "cloud"),
 		OnMessage: s.fromCloud,
+		OnReady:   s.cloudReady,
 	})
 	if err != nil {
 		return fmt.Errorf("cloud connection: %w", err)
 	}
-	if err := c.SetSubscriptions(s.router.Table().CloudSubjects()); err != nil {
+	if err := c.SetSubscriptions(s.cloudSubjects(s.router.Table())); err != nil {
 		c.Stop(ctx)
 		return fmt.Errorf("cloud subscriptions: %w", err)
 	}
@@ -61,11 +70,20 @@ func (s *Service) applyCloud(g *groupdef.Group) error {
 	return nil
 }
 
-// fromCloud routes a message that arrived on a cloud subscription.
+// fromCloud routes a message that arrived on a cloud subscription, and
+// hands the shadow service what the cloud says about synced shadows.
 func (s *Service) fromCloud(topic string, payload []byte) {
 	if err := checkMessage(topic, payload, 0); err != nil {
 		s.reject("cloud", err.Error())
 		return
+	}
+	if sh, ok := shadowTopic(topic); ok && sh.Result != "" && s.isSynced(sh.Thing) {
+		s.publishBus(subjects.BrokerCloudShadow, &brokerv1.RoutedMessage{
+			Topic:   topic,
+			Payload: payload,
+			Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD},
+			Time:    timestamppb.Now(),
+		})
 	}
 	s.route(message{src: router.Cloud, topic: topic, payload: payload, time: time.Now()}, false)
 }
@@ -83,5 +101,76 @@ func (s *Service) toCloud(m *message) {
 		if s.stats.cloudLog.allow(n) {
 			s.log.Warn("cloud spooler refused a message; dropped", "source", m.src.String(), "topic", m.topic, "err", err, "dropped_so_far", n)
 		}
+	}
+}
+
+// Shadow sync (SyncShadow: true). The broker subscribes upstream to
+// $aws/things/<thing>/shadow/# for each synced thing, ahead of the table's
+// cloud subjects so that they share the primary connection when they fit;
+// what arrives on the response topics goes to the shadow service on
+// evergreen.broker.cloud.shadow (and through the table like anything from
+// the cloud). The shadow service's requests for the cloud arrive on
+// evergreen.shadow.cloud and go to the spooler; only request topics of
+// synced things are accepted there.
+
+func shadowTopic(t string) (topic.Shadow, bool) { return topic.ParseShadow(t) }
+
+func (s *Service) isSynced(thing string) bool {
+	m := s.synced.Load()
+	return m != nil && (*m)[thing]
+}
+
+// cloudSubjects lists the upstream subscriptions: the synced shadows', then
+// the table's.
+func (s *Service) cloudSubjects(t *router.Table) []string {
+	var list []string
+	if m := s.synced.Load(); m != nil {
+		for _, name := range slices.Sorted(maps.Keys(*m)) {
+			list = append(list, topic.ShadowPrefix+name+"/shadow/#")
+		}
+	}
+	return append(list, t.CloudSubjects()...)
+}
+
+// onShadowCloud queues a shadow request of the shadow service for the
+// cloud.
+func (s *Service) onShadowCloud(msg *nats.Msg) {
+	rm := &brokerv1.RoutedMessage{}
+	if err := proto.Unmarshal(msg.Data, rm); err != nil {
+		s.reject(msg.Subject, "malformed RoutedMessage: "+err.Error())
+		return
+	}
+	if err := checkMessage(rm.GetTopic(), rm.GetPayload(), 1); err != nil {
+		s.reject(msg.Subject, err.Error())
+		return
+	}
+	sh, ok := shadowTopic(rm.GetTopic())
+	if !ok || sh.Result != "" {
+		s.reject(msg.Subject, fmt.Sprintf("topic %q is not a shadow request", rm.GetTopic()))
+		return
+	}
+	if !s.isSynced(sh.Thing) {
+		s.reject(msg.Subject, fmt.Sprintf("thing %q does not sync its shadow (SyncShadow is not true in the group in force)", sh.Thing))
+		return
+	}
+	s.toCloud(&message{src: router.Shadow, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: 1, time: time.Now()})
+}
+
+// cloudReady tells the shadow service that a cloud connection has made its
+// subscriptions, so that it can resync. It runs on the connection's
+// goroutine and must not block: a NATS publish only buffers.
+func (s *Service) cloudReady(st *brokerv1.CloudStatus) {
+	s.publishBus(subjects.BrokerCloudReady, st)
+}
+
+// publishBus publishes a protobuf message on the bus; a failure is logged
+// (the bus client buffers while it reconnects).
+func (s *Service) publishBus(subject string, m proto.Message) {
+	b, err := proto.Marshal(m)
+	if err == nil {
+		err = s.env.Bus.Publish(subject, b)
+	}
+	if err != nil {
+		s.log.Warn("bus publish", "subject", subject, "err", err)
 	}
 }

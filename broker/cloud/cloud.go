@@ -53,6 +53,10 @@ type Options struct {
 	// on the connection's goroutine, in order: hand the message on, do not
 	// block.
 	OnMessage func(topic string, payload []byte)
+	// OnReady is called after a connection has made its subscriptions, on
+	// connect and after a change (on the connection's goroutine: do not
+	// block).
+	OnReady func(*brokerv1.CloudStatus)
 	// TLS replaces the configuration built from the config's credentials
 	// (tests).
 	TLS *tls.Config
@@ -67,6 +71,7 @@ type Cloud struct {
 	thing     string
 	endpoint  string
 	onMessage func(string, []byte)
+	onReady   func(*brokerv1.CloudStatus)
 	tls       *tls.Config
 	dialer    *dialer
 	keepAlive time.Duration
@@ -129,6 +134,7 @@ func New(o Options) (*Cloud, error) {
 		thing:     cfg.CoreThingName(),
 		endpoint:  endpoint,
 		onMessage: o.OnMessage,
+		onReady:   o.OnReady,
 		keepAlive: seconds(cfg.CoreThing.KeepAlive, defaultKeepAlive),
 		opTimeout: seconds(cfg.CoreThing.MqttOperationTimeout, defaultOpTimeout),
 		retryMax:  seconds(cfg.MqttMaxConnectionRetryInterval, defaultRetryInterval),
@@ -467,6 +473,12 @@ func (c *Cloud) startLink(l *link) {
 		defer c.wg.Done()
 		l.run(ctx)
 	}()
+}
+
+func (c *Cloud) ready() {
+	if c.onReady != nil {
+		c.onReady(c.Status())
+	}
 }
 
 func (c *Cloud) deliver(topicName string, payload []byte) {

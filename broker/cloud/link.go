@@ -291,6 +291,7 @@ func (l *link) serve(ctx context.Context, sess *session) bool {
 		sess.end(err)
 		return false
 	}
+	c.ready()
 	for {
 		select {
 		case <-ctx.Done():
@@ -309,6 +310,7 @@ func (l *link) serve(ctx context.Context, sess *session) bool {
 				sess.end(err)
 				return false
 			}
+			c.ready()
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/bus"
 	"github.com/evergreen-edge/evergreen/services/ipdetector"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/shadow"
 )
 
 // Specs returns every daemon in start order, the bus first.
@@ -18,6 +19,7 @@ func Specs() []daemon.Spec {
 		certmgr.Spec(),
 		broker.Spec(),
 		ipdetector.Spec(),
+		shadow.Spec(),
 	}
 	var consumers []string
 	for _, s := range members {

@@ -146,6 +146,7 @@ type Evergreen struct {
 	Listen     Listen     `json:"listen"`
 	Certmgr    Certmgr    `json:"certmgr"`
 	IPDetector IPDetector `json:"ipdetector"`
+	Shadow     Shadow     `json:"shadow"`
 	// Connectivity are manual connectivity entries, offered to devices in
 	// discovery before the detected addresses (v1's UpdateConnectivityInfo).
 	Connectivity []ConnectivityEntry `json:"connectivity,omitempty"`
@@ -175,6 +176,13 @@ type IPDetector struct {
 	// AutoDetect offers the core's own addresses (AUTOIP_<ip>_<n>) to
 	// devices besides the manual connectivity entries.
 	AutoDetect bool `json:"autoDetect"`
+}
+
+// Shadow configures the local shadow service.
+type Shadow struct {
+	// MaxStateBytes limits a shadow's desired and reported state (metadata
+	// excluded): default 8192 (AWS IoT's), 1024..30720.
+	MaxStateBytes int `json:"maxStateBytes"`
 }
 
 // ConnectivityEntry is one way for devices to reach the core's MQTT server,
@@ -303,6 +311,7 @@ func Default() *Config {
 				HostNames:              []string{"localhost"},
 			},
 			IPDetector: IPDetector{AutoDetect: true},
+			Shadow:     Shadow{MaxStateBytes: 8192},
 			Logging: Logging{
 				Level:        "info",
 				MaxFileBytes: 1 << 20,

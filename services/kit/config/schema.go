@@ -382,7 +382,7 @@ func coreThingFields(ct *CoreThing) []field {
 		{"thingArn", optionalText(&ct.ThingArn, thingArnProblem)},
 		{"iotHost", optionalText(&ct.IotHost, hostProblem)},
 		{"ggHost", optionalText(&ct.GgHost, hostProblem)},
-		{"iotMqttPort", intOneOf(&ct.IotMqttPort, 8883, 443)},
+		{"iotMqttPort", intRange(&ct.IotMqttPort, 1, 65535)}, // v1: 8883 or 443; any port, since the upstream may be any MQTT broker
 		{"iotHttpPort", intOneOf(&ct.IotHttpPort, 8443, 443)},
 		{"ggHttpPort", intOneOf(&ct.GgHttpPort, 8443, 443)},
 		{"ggMqttPort", intRange(&ct.GgMqttPort, 1024, 65535)},
@@ -578,6 +578,9 @@ func evergreenFields(eg *Evergreen) []field {
 		}}},
 		{"ipdetector", &object{fields: func() []field {
 			return []field{{"autoDetect", &boolean{&eg.IPDetector.AutoDetect}}}
+		}}},
+		{"shadow", &object{fields: func() []field {
+			return []field{{"maxStateBytes", intRange(&eg.Shadow.MaxStateBytes, 1024, 30720)}}
 		}}},
 		{"connectivity", &objectList[ConnectivityEntry]{
 			p:      &eg.Connectivity,

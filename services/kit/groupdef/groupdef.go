@@ -171,3 +171,35 @@ func Paths(err error) []string {
 	}
 	return paths
 }
+
+// SyncShadowThings returns the thing names of the core and devices whose
+// entry has SyncShadow: true (the shadows synced with the cloud), core
+// first, without duplicates.
+func (g *Group) SyncShadowThings() []string {
+	if g == nil {
+		return nil
+	}
+	var names []string
+	seen := map[string]bool{}
+	add := func(thingARN string) {
+		if name, err := arn.ThingName(thingARN); err == nil && !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+	}
+	if g.Core != nil {
+		for _, c := range g.Core.Cores {
+			if c.SyncShadow {
+				add(c.ThingArn)
+			}
+		}
+	}
+	if g.Devices != nil {
+		for _, d := range g.Devices.Devices {
+			if d.SyncShadow {
+				add(d.ThingArn)
+			}
+		}
+	}
+	return names
+}

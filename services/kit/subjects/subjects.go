@@ -26,6 +26,22 @@ const (
 	RuntimePublish         = "evergreen.runtime.publish"          // runtime -> broker (functions, connectors)
 	ShadowPublish          = "evergreen.shadow.publish"           // shadow -> broker (GGShadowService)
 
+	// Shadow sync with the cloud (things with SyncShadow: true). These
+	// bypass the subscription table: they are the core's own traffic with
+	// its cloud, as v1's GGShadowSyncManager's was.
+	//
+	// ShadowCloud carries a RoutedMessage whose topic is a shadow request
+	// ($aws/things/<thing>/shadow[/name/<name>]/{get,update,delete}) of a
+	// synced thing; the broker queues it for the cloud.
+	ShadowCloud = "evergreen.shadow.cloud"
+	// BrokerCloudShadow carries what the cloud publishes on the shadow
+	// response topics (accepted, rejected, delta, documents) of synced
+	// things, as a RoutedMessage with source cloud.
+	BrokerCloudShadow = "evergreen.broker.cloud.shadow"
+	// BrokerCloudReady carries a CloudStatus each time a cloud connection
+	// has (re)made its subscriptions: a moment to resync.
+	BrokerCloudReady = "evergreen.broker.events.cloud"
+
 	// IPConnectivity carries ipdetectorv1.Connectivity whenever the core's
 	// addresses change; certmgr re-issues the MQTT server certificate.
 	IPConnectivity = "evergreen.ipdetector.events.connectivity"

@@ -29,6 +29,8 @@ func main() {
 	mqttOnly := flag.Bool("mqtt", false, "run only the MQTT load scenarios")
 	devices := flag.Int("devices", 50, "devices in the MQTT fan-in/fan-out scenarios")
 	loadFor := flag.Duration("load", 5*time.Second, "duration of each MQTT load scenario")
+	shadowOnly := flag.Bool("shadow", false, "run only the shadow scenarios")
+	things := flag.Int("things", 100, "things (devices) in the shadow round-trip scenario")
 	flag.Parse()
 	ggd, err := filepath.Abs(filepath.Join(*bin, "ggd"))
 	must(err)
@@ -47,6 +49,10 @@ func main() {
 	fmt.Printf("ggbench: %s, %d runs per scenario, peer: %s\n\n", ggd, *runs, peerName(mosq))
 	if *mqttOnly {
 		mqttBench(ggd, mosq, *devices, *loadFor)
+		return
+	}
+	if *shadowOnly {
+		shadowBench(ggd, *things, *loadFor)
 		return
 	}
 
@@ -123,6 +129,9 @@ func main() {
 
 	// 4. MQTT load against the broker and mosquitto.
 	mqttBench(ggd, mosq, *devices, *loadFor)
+
+	// 5. The shadow service against raw badger.
+	shadowBench(ggd, *things, *loadFor)
 }
 
 func peerName(m string) string {

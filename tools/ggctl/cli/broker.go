@@ -168,29 +168,42 @@ func cmdPub(a *app, args []string) error {
 	return err
 }
 
+// payloadUsage is the short usage of the commands that take a body.
+var payloadUsage = map[string]string{
+	"pub":           "pub TOPIC PAYLOAD",
+	"shadow update": "shadow update THING DOCUMENT",
+}
+
+func (a *app) payloadName() string {
+	if a.cmd.name == "pub" {
+		return "PAYLOAD"
+	}
+	return "DOCUMENT"
+}
+
 // payload is pub's message body: the PAYLOAD argument, or the contents of
 // --file; "-" as either reads standard input.
 func (a *app) payload(arg []string, file string) ([]byte, error) {
 	switch {
 	case len(arg) == 1 && file != "":
-		return nil, usageErrorf("pub: give PAYLOAD or --file F, not both")
+		return nil, usageErrorf("%s: give %s or --file F, not both", a.cmd.name, a.payloadName())
 	case len(arg) == 0 && file == "":
-		return nil, usageErrorf("pub: missing argument: usage: ggctl pub TOPIC PAYLOAD (or --file F; - reads standard input)")
+		return nil, usageErrorf("%s: missing argument: usage: ggctl %s (or --file F; - reads standard input)", a.cmd.name, payloadUsage[a.cmd.name])
 	case len(arg) == 1 && arg[0] != "-":
 		return []byte(arg[0]), nil
 	case len(arg) == 1 || file == "-":
 		if a.stdin == nil {
-			return nil, usageErrorf("pub: no standard input to read the payload from")
+			return nil, usageErrorf("%s: no standard input to read the %s from", a.cmd.name, a.payloadName())
 		}
 		b, err := io.ReadAll(a.stdin)
 		if err != nil {
-			return nil, usageErrorf("pub: read the payload from standard input: %v", err)
+			return nil, usageErrorf("%s: read the %s from standard input: %v", a.cmd.name, a.payloadName(), err)
 		}
 		return b, nil
 	}
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, usageErrorf("pub: read the payload: %v", err)
+		return nil, usageErrorf("%s: read the %s: %v", a.cmd.name, a.payloadName(), err)
 	}
 	return b, nil
 }

@@ -54,6 +54,10 @@ Commands:
   subscriptions                      the subscription table in force
   clients                            devices connected to the broker
   cloud                              the cloud connection and its outbound queue
+  shadow get THING [--name N]        a shadow's document (state, delta, metadata, version)
+  shadow update THING DOC [--name N] apply an update document ({"state":{"desired":...}})
+  shadow delete THING [--name N]     delete a shadow (its version numbering continues)
+  shadow list [THING]                the shadows stored, with version, size and sync state
   logs DAEMON [-f] [-n N]            a daemon's log: the last N lines; -f keeps following
   start DAEMON                       start a stopped daemon (supervisor)
   stop DAEMON                        stop a daemon and keep it stopped (supervisor)
@@ -71,7 +75,7 @@ Exit codes:
   1  the operation failed (status: a daemon is not healthy; deploy: FAILURE; pub: no group)
   2  usage error or invalid input (bad flag, name, topic, source or file; invalid group definition)
   3  daemon unreachable: its socket is missing or refuses connections (is the suite running?)
-  4  not found: no such daemon, device or deployment
+  4  not found: no such daemon, device, deployment or shadow
 
 pub exits 0 also when no subscription matches: "no subscription matches: nothing delivered".
 Errors are one line on stderr: "ggctl: <what is wrong>".
@@ -103,6 +107,10 @@ func init() {
 		{"subscriptions", "", "Show the subscription table in force (ID SOURCE SUBJECT TARGET) and the\ndeployment it came from.", cmdSubscriptions},
 		{"clients", "", "List the devices connected to the broker: client id, address, MQTT version,\nconnected since, subscriptions, messages in and out.", cmdClients},
 		{"cloud", "", "Show the cloud connection (state, endpoint, last error, reconnects), the\nspooler's outbound queue (storage, depth, sent, dropped, in flight) and the\ncloud subscriptions.", cmdCloud},
+		{"shadow get", "THING [--name N]", "Print the shadow's document as /get/accepted carries it: state (desired,\nreported, delta), metadata, version, timestamp. Exits 4 when it does not exist.", cmdShadowGet},
+		{"shadow update", "THING DOCUMENT [--name N] [--file F]", "Apply an update request document ({\"state\":{\"desired\":{...}}}, optional\n\"version\" and \"clientToken\") and print /update/accepted. The change is\npublished through the subscriptions like a device's (delta, documents).\nDOCUMENT - (or --file -) reads standard input.", cmdShadowUpdate},
+		{"shadow delete", "THING [--name N]", "Delete the shadow. Its version numbering continues with the next update.", cmdShadowDelete},
+		{"shadow list", "[THING]", "List the shadows that exist (of THING, or all): version, state bytes, and for\nthings with SyncShadow the sync state (IN_SYNC or PENDING).", cmdShadowList},
 		{"logs", "DAEMON [-f] [-n N]", "Print the last N lines of a daemon's log; with -f keep printing new lines\nuntil interrupted.", cmdLogs},
 		{"start", "DAEMON", "Start a stopped daemon and wait until it is healthy.", cmdStart},
 		{"stop", "DAEMON", "Stop a daemon; the supervisor keeps it stopped until start or restart.", cmdStop},
