@@ -108,8 +108,8 @@ func TestCorruptValue(t *testing.T) {
 
 			var listed []Key
 			err = s.List("", func(k Key, _ []byte) error { listed = append(listed, k); return nil })
-			if !errors.Is(err, ErrCorrupt) || !slices.Equal(listed, []Key{a, c}) {
-				t.Fatalf("List = %v, err %v; want a and c, and b reported", listed, err)
+			if err != nil || !slices.Equal(listed, []Key{a, c}) {
+				t.Fatalf("List = %v, err %v; want a and c, b skipped", listed, err)
 			}
 
 			// Rewriting a damaged entry heals it.

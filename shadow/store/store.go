@@ -543,8 +543,9 @@ func (s *Store) markSyncFailed(msg string) {
 // List calls fn for every intact entry of thing ("" = every thing), ordered
 // by thing then name, and stops at the first error fn returns, returning it.
 // fn owns the value it is given and may call the Store. Damaged entries are
-// skipped; once the walk is done, they are returned together as one error
-// wrapping ErrCorrupt (one *CorruptError each).
+// skipped and logged, not returned as an error, so that one damaged shadow
+// cannot stop a daemon that lists at start; Open reports them
+// (Report.Damaged) and Get returns ErrCorrupt for them.
 func (s *Store) List(thing string, fn func(k Key, value []byte) error) (err error) {
 	if err := s.enter(); err != nil {
 		return err
@@ -554,10 +555,13 @@ func (s *Store) List(thing string, fn func(k Key, value []byte) error) (err erro
 	if thing != "" {
 		prefix = thingPrefix(thing)
 	}
-	var damaged []error
 	var fnErr error
+	inFn := false
 	defer func() {
 		if p := recover(); p != nil {
+			if inFn {
+				panic(p) // fn's, not badger's
+			}
 			err = fmt.Errorf("store: list: badger panicked: %v", p)
 		}
 	}()
@@ -568,15 +572,18 @@ func (s *Store) List(thing string, fn func(k Key, value []byte) error) (err erro
 			item := it.Item()
 			k, kerr := decodeKey(item.Key())
 			if kerr != nil {
-				damaged = append(damaged, fmt.Errorf("store: badger key %q: %w", item.Key(), kerr))
+				s.log.Warn("shadow store: list skips a foreign key", "dir", s.dir, "key", fmt.Sprintf("%q", item.Key()))
 				continue
 			}
 			value, _, verr := readValue(item, true)
 			if verr != nil {
-				damaged = append(damaged, &CorruptError{Key: k, Reason: verr.Error()})
+				s.log.Warn("shadow store: list skips a damaged entry", "dir", s.dir, "err", (&CorruptError{Key: k, Reason: verr.Error()}).Error())
 				continue
 			}
-			if fnErr = fn(k, value); fnErr != nil {
+			inFn = true
+			fnErr = fn(k, value)
+			inFn = false
+			if fnErr != nil {
 				return fnErr
 			}
 		}
@@ -588,7 +595,7 @@ func (s *Store) List(thing string, fn func(k Key, value []byte) error) (err erro
 	if err != nil {
 		return fmt.Errorf("store: list: %w", err)
 	}
-	return errors.Join(damaged...)
+	return nil
 }
 
 // Close waits for calls in flight, stops GC and closes badger. Later calls
