@@ -66,7 +66,7 @@ func describeSource(e *brokerv1.Endpoint) string {
 }
 
 // call runs one API request and waits for its answer.
-func (s *Service) call(ctx context.Context, thing, name string, o op, payload []byte) (*shadowv1.Document, error) {
+func (s *Service) call(ctx context.Context, thing, name, client string, o op, payload []byte) (*shadowv1.Document, error) {
 	if err := arn.ValidThingName(thing); err != nil {
 		return nil, errdefs.InvalidArgument("thing", "%v", err)
 	}
@@ -75,7 +75,12 @@ func (s *Service) call(ctx context.Context, thing, name string, o op, payload []
 			return nil, errdefs.InvalidArgument("name", "%v", err)
 		}
 	}
-	r := &request{key: store.Key{Thing: thing, Name: name}, op: o, payload: payload, client: "api", done: make(chan result, 1)}
+	if client == "" {
+		client = "api"
+	} else {
+		client = "api:" + client
+	}
+	r := &request{key: store.Key{Thing: thing, Name: name}, op: o, payload: payload, client: client, done: make(chan result, 1)}
 	if derr := s.eng.submit(r); derr != nil {
 		return nil, statusOf(derr)
 	}
@@ -110,17 +115,17 @@ func statusOf(e *doc.Error) error {
 
 // Get returns a shadow's full document.
 func (s *Service) Get(ctx context.Context, in *shadowv1.GetRequest, _ ...grpc.CallOption) (*shadowv1.Document, error) {
-	return s.call(ctx, in.GetThing(), in.GetName(), opGet, nil)
+	return s.call(ctx, in.GetThing(), in.GetName(), in.GetClient(), opGet, nil)
 }
 
 // Update applies an update request document.
 func (s *Service) Update(ctx context.Context, in *shadowv1.UpdateRequest, _ ...grpc.CallOption) (*shadowv1.Document, error) {
-	return s.call(ctx, in.GetThing(), in.GetName(), opUpdate, in.GetDocument())
+	return s.call(ctx, in.GetThing(), in.GetName(), in.GetClient(), opUpdate, in.GetDocument())
 }
 
 // Delete deletes a shadow.
 func (s *Service) Delete(ctx context.Context, in *shadowv1.DeleteRequest, _ ...grpc.CallOption) (*shadowv1.Document, error) {
-	return s.call(ctx, in.GetThing(), in.GetName(), opDelete, nil)
+	return s.call(ctx, in.GetThing(), in.GetName(), in.GetClient(), opDelete, nil)
 }
 
 // List lists the shadows that exist.

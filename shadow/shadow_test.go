@@ -330,3 +330,37 @@ func TestKill9DuringUpdates(t *testing.T) {
 		t.Logf("round %d: killed after %d acknowledged updates", round, lastAcked)
 	}
 }
+
+// TestAPIClientLimit: API callers naming a client (the runtime names the
+// function) are limited per client; different clients are not.
+func TestAPIClientLimit(t *testing.T) {
+	s := newSuite(t, testGroup())
+	s.start()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codesSeen := map[string]map[codes.Code]int{}
+	for _, client := range []string{"fn-a", "fn-b"} {
+		codesSeen[client] = map[codes.Code]int{}
+		for i := 0; i < 40; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				thing := map[string]string{"fn-a": "lamp", "fn-b": "sensor"}[client]
+				_, err := s.api.Update(context.Background(), &shadowv1.UpdateRequest{Thing: thing, Client: client, Document: []byte(`{"state":{"reported":{"x":1}}}`)})
+				mu.Lock()
+				codesSeen[client][status.Code(err)]++
+				mu.Unlock()
+				if err != nil && (status.Code(err) != codes.ResourceExhausted || status.Convert(err).Message() != "429 Too Many Requests") {
+					t.Errorf("%s: %v", client, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for client, seen := range codesSeen {
+		if seen[codes.OK] < MaxInFlight || seen[codes.OK]+seen[codes.ResourceExhausted] != 40 {
+			t.Errorf("%s: %v", client, seen)
+		}
+	}
+	t.Logf("outcomes: %v", codesSeen)
+}

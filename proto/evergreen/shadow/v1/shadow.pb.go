@@ -25,7 +25,10 @@ type GetRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Thing string                 `protobuf:"bytes,1,opt,name=thing,proto3" json:"thing,omitempty"`
 	// Empty for the classic shadow.
-	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Who asks, for the limit of 10 requests in flight per client (the
+	// runtime passes the calling function's ARN). Empty: the API caller.
+	Client        string `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -74,12 +77,21 @@ func (x *GetRequest) GetName() string {
 	return ""
 }
 
+func (x *GetRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
 type UpdateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Thing string                 `protobuf:"bytes,1,opt,name=thing,proto3" json:"thing,omitempty"`
 	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The update request: {"state": {"desired": ..., "reported": ...}, "version"?, "clientToken"?}.
-	Document      []byte `protobuf:"bytes,3,opt,name=document,proto3" json:"document,omitempty"`
+	Document []byte `protobuf:"bytes,3,opt,name=document,proto3" json:"document,omitempty"`
+	// As in GetRequest.
+	Client        string `protobuf:"bytes,4,opt,name=client,proto3" json:"client,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,10 +147,21 @@ func (x *UpdateRequest) GetDocument() []byte {
 	return nil
 }
 
+func (x *UpdateRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Thing         string                 `protobuf:"bytes,1,opt,name=thing,proto3" json:"thing,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Thing string                 `protobuf:"bytes,1,opt,name=thing,proto3" json:"thing,omitempty"`
+	// Empty for the classic shadow.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Who asks, for the limit of 10 requests in flight per client (the
+	// runtime passes the calling function's ARN). Empty: the API caller.
+	Client        string `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -183,6 +206,13 @@ func (x *DeleteRequest) GetThing() string {
 func (x *DeleteRequest) GetName() string {
 	if x != nil {
 		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteRequest) GetClient() string {
+	if x != nil {
+		return x.Client
 	}
 	return ""
 }
@@ -421,18 +451,21 @@ var File_evergreen_shadow_v1_shadow_proto protoreflect.FileDescriptor
 
 const file_evergreen_shadow_v1_shadow_proto_rawDesc = "" +
 	"\n" +
-	" evergreen/shadow/v1/shadow.proto\x12\x13evergreen.shadow.v1\"6\n" +
+	" evergreen/shadow/v1/shadow.proto\x12\x13evergreen.shadow.v1\"N\n" +
 	"\n" +
 	"GetRequest\x12\x14\n" +
 	"\x05thing\x18\x01 \x01(\tR\x05thing\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"U\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\"m\n" +
 	"\rUpdateRequest\x12\x14\n" +
 	"\x05thing\x18\x01 \x01(\tR\x05thing\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1a\n" +
-	"\bdocument\x18\x03 \x01(\fR\bdocument\"9\n" +
+	"\bdocument\x18\x03 \x01(\fR\bdocument\x12\x16\n" +
+	"\x06client\x18\x04 \x01(\tR\x06client\"Q\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05thing\x18\x01 \x01(\tR\x05thing\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"@\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\"@\n" +
 	"\bDocument\x12\x1a\n" +
 	"\bdocument\x18\x01 \x01(\fR\bdocument\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\"#\n" +
