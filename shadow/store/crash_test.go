@@ -222,3 +222,26 @@ func appendGarbage(garbage []byte) func(t *testing.T, path string) {
 		}
 	}
 }
+
+// A crash between badger creating a memtable log and sizing it leaves an
+// empty .mem file, which badger refuses; Open drops it.
+func TestEmptyMemtableLog(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := mustOpen(t, dir)
+	mustPut(t, s, Key{Thing: "x"}, testValue(1))
+	crashed := filepath.Join(t.TempDir(), "crashed")
+	copyDir(t, dir, crashed)
+	s.Close()
+	next := filepath.Base(newestFile(t, crashed, ".mem"))
+	n := 0
+	fmt.Sscanf(next, "%d.mem", &n)
+	if err := os.WriteFile(filepath.Join(crashed, fmt.Sprintf("%05d.mem", n+1)), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, rep := mustOpen(t, crashed)
+	defer s.Close()
+	if rep.Quarantined != "" || len(rep.Corrupt) != 1 || !strings.Contains(rep.Corrupt[0], "empty memtable log") {
+		t.Fatalf("report %+v", rep)
+	}
+	mustGet(t, s, Key{Thing: "x"}, testValue(1))
+}

@@ -88,6 +88,18 @@ func guardLogTails(dir string) (notes []string) {
 		name := e.Name()
 		switch filepath.Ext(name) {
 		case ".mem":
+			// A crash between creating a memtable log and sizing it leaves
+			// it empty, and badger then refuses to open ("Create a new
+			// file"). It holds nothing.
+			if fi, err := e.Info(); err == nil && fi.Size() == 0 {
+				path := filepath.Join(dir, name)
+				if err := os.Remove(path); err != nil {
+					notes = append(notes, fmt.Sprintf("%s: empty memtable log, and removing it failed: %v", path, err))
+				} else {
+					notes = append(notes, fmt.Sprintf("%s: empty memtable log left by a crash while creating it; removed", path))
+				}
+				continue
+			}
 			logs = append(logs, name)
 		case ".vlog":
 			if fid, err := strconv.Atoi(strings.TrimSuffix(name, ".vlog")); err == nil && fid > newestFid {

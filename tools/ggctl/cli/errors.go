@@ -79,7 +79,7 @@ func (a *app) rpcError(daemon string, err error) error {
 		code = ExitNotFound
 	}
 	for _, s := range sentinels {
-		if !errors.Is(derr, s) {
+		if !errors.Is(derr, s) || shadowCoded(msg) {
 			continue
 		}
 		switch {
@@ -129,4 +129,11 @@ func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	s = strings.ReplaceAll(s, "\r", "")
 	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+// shadowCoded says msg is the shadow service's "<code> <message>", which
+// says it all (AWS IoT's text, kept exact).
+func shadowCoded(msg string) bool {
+	return len(msg) > 4 && msg[3] == ' ' && msg[0] >= '1' && msg[0] <= '5' &&
+		msg[1] >= '0' && msg[1] <= '9' && msg[2] >= '0' && msg[2] <= '9'
 }

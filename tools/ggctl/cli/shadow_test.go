@@ -48,7 +48,9 @@ func TestShadowCommands(t *testing.T) {
 
 	r := s.ggctl("shadow", "get", "lamp")
 	wantExit(t, r, ExitNotFound)
-	wantOneErrorLine(t, r, "404 No shadow exists with name: 'lamp'")
+	if r.stderr != "ggctl: 404 No shadow exists with name: 'lamp'\n" {
+		t.Fatalf("stderr %q", r.stderr)
+	}
 
 	r = s.ggctl("shadow", "update", "lamp", `{"state":{"desired":{"on":true}},"clientToken":"cli"}`)
 	wantExit(t, r, ExitOK)
