@@ -105,10 +105,12 @@ func newEngine(s *Service) (*engine, error) {
 		}
 	})
 	e.trim.Stop()
-	err := s.db.List("", func(k store.Key, v []byte) error {
-		e.sizes[k] = len(v)
-		e.total += int64(len(v))
-		return nil
+	// Sizes reads no values: start-up stays cheap in memory however much
+	// is stored (reading every value here costs ~10 MB of page cache PSS
+	// with 2,500 shadows of 4 KB).
+	err := s.db.Sizes("", func(k store.Key, n int) {
+		e.sizes[k] = n
+		e.total += int64(n)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("shadow store: list: %w", err)

@@ -104,11 +104,10 @@ func (y *syncer) resyncAll(why string) {
 	var keys []store.Key
 	for thing := range ts.synced {
 		keys = append(keys, store.Key{Thing: thing})
-		y.s.db.List(thing, func(k store.Key, _ []byte) error {
+		y.s.db.Sizes(thing, func(k store.Key, _ int) {
 			if k.Name != "" {
 				keys = append(keys, k)
 			}
-			return nil
 		})
 	}
 	y.s.log.Info("resyncing shadows with the cloud", "why", why, "shadows", len(keys))
