@@ -2,10 +2,12 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -47,6 +49,9 @@ func cmdDeploy(a *app, args []string) error {
 		}
 		if len(strings.TrimSpace(string(b))) == 0 {
 			return usageErrorf("deploy: %s is empty", file)
+		}
+		if b, err = resolveCodeURIs(b, file); err != nil {
+			return usageErrorf("deploy: %v", err)
 		}
 		req.GroupJson = b
 	}
@@ -279,4 +284,54 @@ func cmdDeploymentsShow(a *app, args []string) error {
 		fmt.Fprintln(a.stdout)
 	}
 	return printResults(a.stdout, dep.GetResults())
+}
+
+// resolveCodeURIs makes every relative Evergreen.CodeUri of the group
+// absolute, from the directory of the group file (docs/group-definition.md):
+// the daemons do not know where the file was. Anything it cannot read is
+// left as it is for the deployagent to report with its path.
+func resolveCodeURIs(b []byte, file string) ([]byte, error) {
+	var g map[string]json.RawMessage
+	if json.Unmarshal(b, &g) != nil {
+		return b, nil
+	}
+	var fns struct {
+		DefaultConfig json.RawMessage   `json:"DefaultConfig,omitempty"`
+		Functions     []json.RawMessage `json:"Functions"`
+	}
+	raw, ok := g["Functions"]
+	if !ok || json.Unmarshal(raw, &fns) != nil {
+		return b, nil
+	}
+	base, err := filepath.Abs(filepath.Dir(file))
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for i, f := range fns.Functions {
+		var fn map[string]json.RawMessage
+		if json.Unmarshal(f, &fn) != nil {
+			continue
+		}
+		var ext map[string]any
+		if json.Unmarshal(fn["Evergreen"], &ext) != nil || ext == nil {
+			continue
+		}
+		uri, _ := ext["CodeUri"].(string)
+		if uri == "" || strings.Contains(uri, ":") || filepath.IsAbs(uri) {
+			continue
+		}
+		ext["CodeUri"] = filepath.Join(base, uri)
+		fn["Evergreen"], _ = json.Marshal(ext)
+		fns.Functions[i], _ = json.Marshal(fn)
+		changed = true
+	}
+	if !changed {
+		return b, nil
+	}
+	var all map[string]json.RawMessage
+	json.Unmarshal(raw, &all)
+	all["Functions"], _ = json.Marshal(fns.Functions)
+	g["Functions"], _ = json.Marshal(all)
+	return json.Marshal(g)
 }

@@ -211,3 +211,43 @@ func TestDeployments(t *testing.T) {
 	wantExit(t, r, ExitNotFound)
 	wantOneErrorLine(t, r, `deployment "dep-404": not found`)
 }
+
+func TestResolveCodeURIs(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "group.json")
+	in := []byte(`{"Name":"g","Functions":{"DefaultConfig":{"Execution":{"IsolationMode":"NoContainer"}},"Functions":[` +
+		`{"Id":"a","Evergreen":{"Runtime":"python3.8","Handler":"m.f","CodeUri":"function"}},` +
+		`{"Id":"b","Evergreen":{"Runtime":"go","Handler":"echo","CodeUri":"/abs/echo.zip"}},` +
+		`{"Id":"c","Evergreen":{"Runtime":"go","Handler":"echo","CodeUri":"file:///abs/x"}},` +
+		`{"Id":"sys","FunctionArn":"arn:aws:lambda:::function:GGCloudSpooler:1"}]}}`)
+	out, err := resolveCodeURIs(in, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Name      string
+		Functions struct {
+			DefaultConfig map[string]any
+			Functions     []struct {
+				Id        string
+				Evergreen *struct{ CodeUri string }
+			}
+		}
+	}
+	if err := json.Unmarshal(out, &g); err != nil {
+		t.Fatal(err)
+	}
+	if g.Name != "g" || g.Functions.DefaultConfig == nil || len(g.Functions.Functions) != 4 {
+		t.Fatalf("group changed beyond CodeUri: %s", out)
+	}
+	for i, want := range []string{filepath.Join(dir, "function"), "/abs/echo.zip", "file:///abs/x"} {
+		if got := g.Functions.Functions[i].Evergreen.CodeUri; got != want {
+			t.Errorf("function %d CodeUri %q, want %q", i, got, want)
+		}
+	}
+	// A group without relative paths is sent byte for byte.
+	same := []byte(`{"Functions":{"Functions":[{"Id":"b","Evergreen":{"CodeUri":"/abs"}}]}}`)
+	if out, _ := resolveCodeURIs(same, file); string(out) != string(same) {
+		t.Fatalf("rewrote %s", out)
+	}
+}
