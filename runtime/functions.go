@@ -1,0 +1,254 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evergreen-edge/evergreen/runtime/code"
+	"github.com/evergreen-edge/evergreen/runtime/dispatch"
+	"github.com/evergreen-edge/evergreen/runtime/worker"
+	"github.com/evergreen-edge/evergreen/services/kit/arn"
+	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
+)
+
+// function is one user function of the group in force.
+type function struct {
+	arn      string
+	name     string
+	pkg      code.Package
+	dispatch dispatch.Function
+	spec     worker.Spec
+}
+
+// Isolation modes (FunctionExecutionConfig.IsolationMode).
+const (
+	NoContainer         = "NoContainer"
+	GreengrassContainer = "GreengrassContainer"
+)
+
+// DefaultTimeout is v1's FunctionConfiguration.Timeout default.
+const DefaultTimeout = 3 * time.Second
+
+// applyGroup is the runtime's answer to a deployment: every function's
+// code installs and every function can run here, or the group is refused
+// with the reasons; then the dispatcher and the workers switch to it.
+func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, rollback bool) error {
+	fns, err := s.prepare(g)
+	if err != nil && !rollback {
+		return err
+	}
+	if err != nil {
+		s.log.Error("the group rolled back to has functions that cannot run; running the others", "err", err)
+	}
+	var dfs []dispatch.Function
+	var specs []worker.Spec
+	byARN := map[string]*function{}
+	for _, f := range fns {
+		dfs = append(dfs, f.dispatch)
+		specs = append(specs, f.spec)
+		byARN[f.arn] = f
+	}
+	if err := s.workers.SetFunctions(specs); err != nil && !rollback {
+		return err
+	}
+	s.disp.SetFunctions(dfs)
+	s.mu.Lock()
+	s.group, s.functions = g, byARN
+	s.mu.Unlock()
+	return nil
+}
+
+// prepare installs the code of each user function and builds how to run
+// it. It returns what can run and every problem, each naming its function.
+func (s *Service) prepare(g *groupdef.Group) ([]*function, error) {
+	if g == nil || g.Functions == nil {
+		return nil, nil
+	}
+	var out []*function
+	var errs []error
+	for i, gf := range g.Functions.Functions {
+		if arn.IsSystemFunction(gf.FunctionArn) {
+			continue // built into the core
+		}
+		f, err := s.prepareOne(g, &gf)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("Functions[%d] (%s): %w", i, gf.FunctionArn, err))
+			continue
+		}
+		out = append(out, f)
+	}
+	return out, errors.Join(errs...)
+}
+
+func (s *Service) prepareOne(g *groupdef.Group, gf *groupdef.Function) (*function, error) {
+	fa, err := arn.ParseFunction(gf.FunctionArn)
+	if err != nil {
+		return nil, err
+	}
+	cfg := gf.FunctionConfiguration
+	if cfg == nil {
+		cfg = &groupdef.FunctionConfiguration{}
+	}
+	mode, runAs := effectiveExecution(g, cfg)
+	if mode != NoContainer {
+		return nil, fmt.Errorf("IsolationMode %s: GreengrassContainer isolation (containerd) is not available in this runtime yet; set IsolationMode NoContainer", mode)
+	}
+	ext := gf.Evergreen
+	pkg, err := code.Install(s.env.Root.FunctionsDir(), fa.Name, ext, "")
+	if err != nil {
+		return nil, err
+	}
+	f := &function{arn: gf.FunctionArn, name: fa.Name, pkg: pkg}
+	timeout := DefaultTimeout
+	if cfg.Timeout != nil && *cfg.Timeout > 0 {
+		timeout = time.Duration(*cfg.Timeout) * time.Second
+	}
+	enc := strings.ToLower(cfg.EncodingType)
+	if enc == "" {
+		enc = "json"
+	}
+	argv, err := s.command(ext, pkg.Dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if ext.Runtime == "executable" || ext.Runtime == "go" {
+		enc = "binary" // v1: executables take binary payloads only
+	}
+	f.dispatch = dispatch.Function{ARN: gf.FunctionArn, Pinned: cfg.Pinned, Timeout: timeout, Encoding: enc}
+	uid, gid := defaultIdentity()
+	if runAs != nil {
+		if runAs.Uid != nil {
+			uid = *runAs.Uid
+		}
+		if runAs.Gid != nil {
+			gid = *runAs.Gid
+		}
+	}
+	f.spec = worker.Spec{
+		ARN:     gf.FunctionArn,
+		Pinned:  cfg.Pinned,
+		Argv:    argv,
+		Dir:     pkg.Dir,
+		Env:     s.environment(gf, cfg, enc, timeout),
+		UID:     uid,
+		GID:     gid,
+		LogFile: filepath.Join(s.env.Root.LogsDir(), "user", fa.Name+".log"),
+	}
+	return f, nil
+}
+
+// effectiveExecution applies the group's DefaultConfig under the
+// function's own execution settings (v1's default: GreengrassContainer).
+func effectiveExecution(g *groupdef.Group, cfg *groupdef.FunctionConfiguration) (string, *groupdef.FunctionRunAsConfig) {
+	mode := GreengrassContainer
+	var runAs *groupdef.FunctionRunAsConfig
+	if g.Functions.DefaultConfig != nil && g.Functions.DefaultConfig.Execution != nil {
+		d := g.Functions.DefaultConfig.Execution
+		if d.IsolationMode != "" {
+			mode = d.IsolationMode
+		}
+		runAs = d.RunAs
+	}
+	if cfg.Environment != nil && cfg.Environment.Execution != nil {
+		e := cfg.Environment.Execution
+		if e.IsolationMode != "" {
+			mode = e.IsolationMode
+		}
+		if e.RunAs != nil {
+			runAs = e.RunAs
+		}
+	}
+	return mode, runAs
+}
+
+// defaultIdentity is who functions run as when the group says nothing:
+// v1's ggc_user/ggc_group when the host has them, else nobody/nogroup
+// (65534); a daemon that is not root runs functions as itself (-1).
+func defaultIdentity() (int, int) {
+	if os.Geteuid() != 0 {
+		return -1, -1
+	}
+	uid, gid := 65534, 65534
+	if u, err := user.Lookup("ggc_user"); err == nil {
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
+	if g, err := user.LookupGroup("ggc_group"); err == nil {
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	return uid, gid
+}
+
+// command is the worker's command line for the function's runtime.
+func (s *Service) command(ext *groupdef.FunctionExtension, dir string, cfg *groupdef.FunctionConfiguration) ([]string, error) {
+	switch {
+	case ext.Runtime == "python2.7":
+		py, err := exec.LookPath("python2.7")
+		if err != nil {
+			return nil, errors.New("Runtime python2.7: this host has no python2.7 (python 2 reached end of life in 2020); port the function to python3.8")
+		}
+		return []string{py, filepath.Join(s.shims, "python", "lambda_runtime.py"), "--handler=" + ext.Handler}, nil
+	case strings.HasPrefix(ext.Runtime, "python3"):
+		py := s.opts.Python
+		if py == "" {
+			p, err := exec.LookPath("python3")
+			if err != nil {
+				return nil, fmt.Errorf("Runtime %s: this host has no python3 on PATH", ext.Runtime)
+			}
+			py = p
+		}
+		return []string{py, filepath.Join(s.shims, "python", "lambda_runtime.py"), "--handler=" + ext.Handler}, nil
+	case ext.Runtime == "executable" || ext.Runtime == "go":
+		return append([]string{filepath.Join(dir, ext.Handler)}, strings.Fields(cfg.ExecArgs)...), nil
+	}
+	return nil, fmt.Errorf("Runtime %s is not available in this runtime yet (python3.x, executable and go are)", ext.Runtime)
+}
+
+// environment is what every worker of the function sees (spec 1.1); the
+// worker manager adds AWS_CONTAINER_AUTHORIZATION_TOKEN.
+func (s *Service) environment(gf *groupdef.Function, cfg *groupdef.FunctionConfiguration, enc string, timeout time.Duration) []string {
+	_, port, _ := splitPort(s.env.Endpoints.IPC)
+	_, streams, _ := splitPort(s.env.Endpoints.Streams)
+	env := map[string]string{
+		"PATH":                               "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME":                               "/tmp",
+		"MY_FUNCTION_ARN":                    gf.FunctionArn,
+		"SHADOW_FUNCTION_ARN":                ShadowARN,
+		"ROUTER_FUNCTION_ARN":                RouterARN,
+		"SECRETS_MANAGER_FUNCTION_ARN":       SecretsARN,
+		"GGC_MAX_INTERFACE_VERSION":          "1.5",
+		"ENCODING_TYPE":                      enc,
+		"GG_DAEMON_PORT":                     port,
+		"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://localhost:" + port + "/2016-11-01/credentialprovider/",
+		"AWS_IOT_THING_NAME":                 s.env.Config.CoreThingName(),
+		"STREAM_MANAGER_SERVER_PORT":         streams,
+		"PYTHONPATH":                         filepath.Join(s.shims, "python"),
+		"EVERGREEN_FUNCTION_TIMEOUT_MS":      strconv.FormatInt(timeout.Milliseconds(), 10),
+	}
+	if cfg.Environment != nil {
+		for k, v := range cfg.Environment.Variables {
+			env[k] = v
+		}
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+func splitPort(hostport string) (string, string, error) {
+	i := strings.LastIndex(hostport, ":")
+	if i < 0 {
+		return hostport, "", fmt.Errorf("%q has no port", hostport)
+	}
+	return hostport[:i], hostport[i+1:], nil
+}

@@ -1,0 +1,223 @@
+// Package runtime is `ggd runtime`: v1's Lambda runtime. It runs the
+// group's functions as worker processes (package worker), queues their
+// work (package dispatch), serves the v1 Core SDK IPC on
+// evergreen.listen.ipc (package ipc), installs their code (package code),
+// and connects them to the router (messages for functions arrive on
+// evergreen.broker.deliver.function, what functions publish leaves on
+// evergreen.runtime.publish) and to the shadow service. See README.md.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
+	"github.com/evergreen-edge/evergreen/runtime/dispatch"
+	"github.com/evergreen-edge/evergreen/runtime/ipc"
+	"github.com/evergreen-edge/evergreen/runtime/worker"
+	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/services/kit/deployment"
+	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Name is the daemon's name.
+const Name = "runtime"
+
+// System function ARNs (spec 1.1).
+const (
+	RouterARN  = "arn:aws:lambda:::function:GGRouter"
+	ShadowARN  = "arn:aws:lambda:::function:GGShadowService"
+	SecretsARN = "arn:aws:lambda:::function:GGSecretManager:1"
+)
+
+// Options tune the daemon beyond config.json (tests).
+type Options struct {
+	// Python replaces the python3 interpreter looked up on PATH.
+	Python string
+}
+
+// Spec declares the runtime daemon with default options.
+func Spec() daemon.Spec { return SpecWithOptions(Options{}) }
+
+// SpecWithOptions declares the runtime daemon with o.
+func SpecWithOptions(o Options) daemon.Spec {
+	return daemon.Spec{
+		Name: Name,
+		// The shadow service answers GGShadowService calls; the broker
+		// routes what functions publish.
+		Requires: []string{"bus", "broker", "shadow"},
+		Bus: &daemon.BusRole{
+			Publish: []string{"evergreen.runtime.>"},
+			Subscribe: []string{
+				subjects.DeployApply(Name),
+				subjects.BrokerDeliverFunction,
+				subjects.BrokerDeliverConnector,
+			},
+			AllowResponses: true,
+		},
+		ConsumesGroup: true,
+		New:           func() daemon.Service { return New(o) },
+	}
+}
+
+// Service is the runtime daemon.
+type Service struct {
+	opts Options
+	env  *daemon.Env
+	log  *slog.Logger
+
+	disp    *dispatch.Dispatcher
+	workers *worker.Manager
+	http    *http.Server
+	ipcAddr string
+	shims   string
+
+	shadowConn *grpc.ClientConn
+	shadow     shadowv1.ShadowClient
+
+	mu        sync.Mutex
+	group     *groupdef.Group
+	functions map[string]*function // by qualified ARN
+
+	subs          []*nats.Subscription
+	stopFollowing func()
+}
+
+// New returns a service that does nothing until Start.
+func New(o Options) *Service { return &Service{opts: o, functions: map[string]*function{}} }
+
+// Start installs the language shims, starts the worker manager, the
+// dispatcher and the IPC server, puts the group in force (starting pinned
+// functions) and follows the bus.
+func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
+	s.env, s.log = env, env.Log
+	host, _, err := net.SplitHostPort(env.Endpoints.IPC)
+	if err != nil {
+		return fmt.Errorf("IPC endpoint %q: %w", env.Endpoints.IPC, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("evergreen.listen.ipc %q: the v1 IPC has no transport security and must listen on loopback only", env.Endpoints.IPC)
+	}
+	state := env.Root.DataDir(Name)
+	if err := os.MkdirAll(state, 0o750); err != nil {
+		return err
+	}
+	if s.shims, err = installShims(filepath.Join(state, "shims")); err != nil {
+		return fmt.Errorf("install the language runtimes: %w", err)
+	}
+	rt := env.Config.Runtime
+	s.workers, err = worker.New(worker.Options{
+		MaxConcurrent: rt.MaxConcurrentLimit,
+		LRUSize:       rt.LruSize,
+		AllowRoot:     rt.AllowFunctionsToRunAsRoot == "yes",
+		StateDir:      filepath.Join(state, "workers"),
+		OnExit: func(w dispatch.WorkerID, fn string, err error) {
+			s.disp.WorkerGone(w)
+		},
+		Log: s.log.With("component", "workers"),
+	})
+	if err != nil {
+		return fmt.Errorf("worker manager: %w", err)
+	}
+	s.disp = dispatch.New(dispatch.Options{
+		MaxWorkItems: rt.MaxWorkItemCount,
+		Launcher:     s.workers,
+		System: map[string]dispatch.SystemFunc{
+			RouterARN:  s.routerCall,
+			ShadowARN:  s.shadowCall,
+			SecretsARN: secretsCall,
+		},
+		Log: s.log.With("component", "dispatch"),
+	})
+	if s.shadowConn, err = grpc.NewClient("unix://"+env.Root.Socket("shadow"), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return err
+	}
+	s.shadow = shadowv1.NewShadowClient(s.shadowConn)
+
+	g, id, err := deployment.LoadCurrent(env.Root)
+	if err != nil {
+		return err
+	}
+	if err := s.applyGroup(ctx, g, true); err != nil {
+		// It applied when it was deployed; run what can run.
+		s.log.Error("the group in force does not apply cleanly", "deployment", id, "err", err)
+	}
+
+	ln, err := net.Listen("tcp", env.Endpoints.IPC)
+	if err != nil {
+		return fmt.Errorf("IPC listener: %w", err)
+	}
+	s.ipcAddr = ln.Addr().String()
+	s.http = &http.Server{
+		Handler: ipc.NewHandler(ipc.Options{
+			Dispatcher:  s.disp,
+			Auth:        s.workers,
+			Initialized: s.initialized,
+			Logs:        s.functionLogs,
+			Health:      s.health,
+			State:       s.workers.SetState,
+			Log:         s.log.With("component", "ipc"),
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go s.http.Serve(ln)
+
+	for _, x := range []struct {
+		subject string
+		handle  nats.MsgHandler
+	}{
+		{subjects.BrokerDeliverFunction, s.onDeliver},
+		{subjects.BrokerDeliverConnector, s.onDeliver},
+	} {
+		sub, err := env.Bus.Subscribe(x.subject, x.handle)
+		if err != nil {
+			return fmt.Errorf("bus subscribe %s: %w", x.subject, err)
+		}
+		s.subs = append(s.subs, sub)
+	}
+	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	n := len(s.functions)
+	s.mu.Unlock()
+	s.log.Info("runtime ready", "ipc", s.ipcAddr, "functions", n, "deployment", id)
+	return nil
+}
+
+// Stop stops taking work, stops every worker (SIGTERM, then SIGKILL) and
+// the IPC server.
+func (s *Service) Stop(ctx context.Context) error {
+	for _, sub := range s.subs {
+		sub.Unsubscribe()
+	}
+	if s.stopFollowing != nil {
+		s.stopFollowing()
+	}
+	var errs []error
+	if s.disp != nil {
+		s.disp.Close()
+	}
+	if s.workers != nil {
+		errs = append(errs, s.workers.Stop(ctx))
+	}
+	if s.http != nil {
+		errs = append(errs, s.http.Shutdown(ctx))
+	}
+	if s.shadowConn != nil {
+		s.shadowConn.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,259 @@
+package runtime_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
+	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	"github.com/evergreen-edge/evergreen/runtime"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
+	"github.com/evergreen-edge/evergreen/services/kit/config"
+	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/services/kit/deployment"
+	"github.com/evergreen-edge/evergreen/services/kit/layout"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+)
+
+const echoARN = "arn:aws:lambda:us-east-1:123456789012:function:echo:1"
+
+// buildEcho compiles testdata/echo (a Go function using ggsdk) into dir.
+func buildEcho(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "echo"), "./testdata/echo")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build testdata/echo: %v\n%s", err, out)
+	}
+	os.Chmod(dir, 0o755)
+	return dir
+}
+
+type rt struct {
+	t    *testing.T
+	root layout.Root
+	nc   *nats.Conn
+	run  *daemon.Running
+	ipc  string
+
+	mu  sync.Mutex
+	out []*brokerv1.RoutedMessage
+}
+
+func startRuntime(t *testing.T, group string) *rt {
+	t.Helper()
+	r := &rt{t: t, root: layout.Root(t.TempDir())}
+	bus := bustest.Start(t)
+	bustest.WriteCreds(t, r.root, runtime.Name)
+	os.MkdirAll(r.root.DeploymentsDir(), 0o700)
+	if err := deployment.Commit(r.root, &deployment.Record{DeploymentID: "d-1", DeployedAt: time.Now().UTC(), Group: []byte(group)}); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.nc = nc
+	nc.Subscribe(subjects.RuntimePublish, func(m *nats.Msg) {
+		rm := &brokerv1.RoutedMessage{}
+		if proto.Unmarshal(m.Data, rm) == nil {
+			r.mu.Lock()
+			r.out = append(r.out, rm)
+			r.mu.Unlock()
+		}
+	})
+	nc.Flush()
+	cfg := config.Default()
+	cfg.CoreThing.ThingArn = "arn:aws:iot:us-east-1:123456789012:thing/core-1"
+	cfg.Evergreen.Listen.IPC = "127.0.0.1:0"
+	cfg.Evergreen.Listen.Streams = "127.0.0.1:0"
+	cfg.Runtime.AllowFunctionsToRunAsRoot = "yes"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run, err := daemon.Start(ctx, runtime.Spec(), daemon.Options{Root: r.root.Dir(), BusURL: bus, Config: cfg, LogStderr: io.Discard})
+	if err != nil {
+		t.Fatalf("start runtime: %v", err)
+	}
+	r.run = run
+	r.ipc = run.Env.Endpoints.IPC
+	t.Cleanup(func() {
+		run.Shutdown(context.Background())
+		nc.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(r.root.LogFile(runtime.Name))
+			t.Logf("runtime log:\n%s", b)
+			ub, _ := os.ReadFile(filepath.Join(r.root.LogsDir(), "user", "echo.log"))
+			t.Logf("echo log:\n%s", ub)
+		}
+	})
+	return r
+}
+
+func echoGroup(codeDir string, pinned bool) string {
+	return fmt.Sprintf(`{"Core":{"Cores":[{"Id":"c","ThingArn":"arn:aws:iot:us-east-1:123456789012:thing/core-1","CertificateArn":"arn:aws:iot:us-east-1:123456789012:cert/%s"}]},
+"Devices":{"Devices":[{"Id":"s","ThingArn":"arn:aws:iot:us-east-1:123456789012:thing/sensor","CertificateArn":"arn:aws:iot:us-east-1:123456789012:cert/%s"}]},
+"Functions":{"DefaultConfig":{"Execution":{"IsolationMode":"NoContainer","RunAs":{"Uid":0,"Gid":0}}},
+"Functions":[{"Id":"echo","FunctionArn":%q,"FunctionConfiguration":{"Pinned":%v,"Timeout":3,"EncodingType":"binary"},
+"Evergreen":{"Runtime":"go","Handler":"echo","CodeUri":%q}}]}}`, strings.Repeat("a", 64), strings.Repeat("b", 64), echoARN, pinned, codeDir)
+}
+
+func (r *rt) deliver(topic, payload string) {
+	r.t.Helper()
+	b, _ := proto.Marshal(&brokerv1.RoutedMessage{Topic: topic, Payload: []byte(payload),
+		Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_DEVICE, Name: "sensor"},
+		Targets: []*brokerv1.Endpoint{{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, Name: echoARN}}})
+	if err := r.nc.Publish(subjects.BrokerDeliverFunction, b); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rt) published() []*brokerv1.RoutedMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*brokerv1.RoutedMessage(nil), r.out...)
+}
+
+func (r *rt) health() []map[string]any {
+	resp, err := http.Get("http://" + r.ipc + "/2016-11-01/health/workers")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ws []map[string]any
+	json.NewDecoder(resp.Body).Decode(&ws)
+	return ws
+}
+
+// A routed message reaches a pinned Go function as a work item with
+// custom.subject and custom.source; what it publishes goes to the router
+// with the function as its source.
+func TestRoutedMessageToGoFunction(t *testing.T) {
+	r := startRuntime(t, echoGroup(buildEcho(t), true))
+	bustest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ws := r.health()
+		if len(ws) != 1 || ws[0]["FuncArn"] != echoARN {
+			return fmt.Errorf("health: %v", ws)
+		}
+		return nil
+	})
+	r.deliver("sensors/temp", "21.5")
+	bustest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, m := range r.published() {
+			if m.GetTopic() == "echo/out" {
+				if string(m.GetPayload()) != "sensors/temp|arn:aws:iot:us-east-1:123456789012:thing/sensor|21.5" {
+					return fmt.Errorf("payload %q", m.GetPayload())
+				}
+				if m.GetSource().GetKind() != brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION || m.GetSource().GetName() != echoARN {
+					return fmt.Errorf("source %v", m.GetSource())
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("nothing published yet: %v", r.published())
+	})
+}
+
+// A deployment with a function whose code is missing is refused with the
+// function named; a GreengrassContainer function is refused until
+// containerd isolation lands.
+func TestBadFunctionsRefused(t *testing.T) {
+	r := startRuntime(t, fmt.Sprintf(`{"Core":{"Cores":[{"Id":"c","ThingArn":"arn:aws:iot:us-east-1:123456789012:thing/core-1","CertificateArn":"arn:aws:iot:us-east-1:123456789012:cert/%s"}]}}`, strings.Repeat("a", 64)))
+	for _, tc := range []struct{ group, want string }{
+		{echoGroup("/nonexistent/code", true), "Functions[0] (" + echoARN + "): CodeUri \"/nonexistent/code\""},
+		{strings.Replace(echoGroup(buildEcho(t), true), `"IsolationMode":"NoContainer"`, `"IsolationMode":"GreengrassContainer"`, 1), "GreengrassContainer isolation (containerd) is not available"},
+	} {
+		res := r.apply(tc.group)
+		if res == "" || !strings.Contains(res, tc.want) {
+			t.Errorf("apply: %q, want %q", res, tc.want)
+		}
+	}
+}
+
+// apply sends a group to the runtime as the deployagent does and returns
+// the refusal reason ("" when applied).
+func (r *rt) apply(group string) string {
+	r.t.Helper()
+	data, _ := proto.Marshal(&deployv1.ApplyGroup{DeploymentId: "d-x", GroupJson: []byte(group)})
+	msg, err := r.nc.Request(subjects.DeployApply(runtime.Name), data, 30*time.Second)
+	if err != nil {
+		r.t.Fatalf("ApplyGroup: %v", err)
+	}
+	res := &deployv1.ApplyResult{}
+	if err := proto.Unmarshal(msg.Data, res); err != nil {
+		r.t.Fatal(err)
+	}
+	if res.GetOk() {
+		return ""
+	}
+	return res.GetReason()
+}
+
+const pyARN = "arn:aws:lambda:us-east-1:123456789012:function:pyfn:1"
+
+// A Python function written against the v1 SDK (greengrasssdk publish and
+// invoke) runs unmodified on the shipped runtime: a routed message in, a
+// publish out, and a RequestResponse invoke of the Go function.
+func TestPythonFunction(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		if os.Getenv("EVERGREEN_REQUIRE_ALL") != "" {
+			t.Fatal("python3 is not installed (EVERGREEN_REQUIRE_ALL is set)")
+		}
+		t.Skip("python3 is not installed")
+	}
+	pyDir, _ := filepath.Abs("testdata/pyfn")
+	code := t.TempDir()
+	b, _ := os.ReadFile(filepath.Join(pyDir, "handler.py"))
+	os.WriteFile(filepath.Join(code, "handler.py"), b, 0o644)
+	os.Chmod(code, 0o755)
+	g := strings.Replace(echoGroup(buildEcho(t), false), `"Functions":[`, fmt.Sprintf(`"Functions":[{"Id":"py","FunctionArn":%q,"FunctionConfiguration":{"Pinned":true,"Timeout":5,"EncodingType":"json"},
+"Evergreen":{"Runtime":"python3.8","Handler":"handler.function_handler","CodeUri":%q}},`, pyARN, code), 1)
+	r := startRuntime(t, g)
+	b2, _ := proto.Marshal(&brokerv1.RoutedMessage{Topic: "sensors/hum", Payload: []byte(`{"h":40}`),
+		Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_DEVICE, Name: "sensor"},
+		Targets: []*brokerv1.Endpoint{{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, Name: pyARN}}})
+	r.nc.Publish(subjects.BrokerDeliverFunction, b2)
+	var out map[string]any
+	bustest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range r.published() {
+			if m.GetTopic() == "py/out" {
+				if m.GetSource().GetName() != pyARN {
+					return fmt.Errorf("source %v", m.GetSource())
+				}
+				return json.Unmarshal(m.GetPayload(), &out)
+			}
+		}
+		return fmt.Errorf("nothing on py/out yet")
+	})
+	if out["subject"] != "sensors/hum" || out["arn"] != pyARN || fmt.Sprint(out["event"]) != "map[h:40]" {
+		t.Fatalf("py/out = %v", out)
+	}
+	// Invoke the (on-demand) Go function and publish what it answered.
+	b3, _ := proto.Marshal(&brokerv1.RoutedMessage{Topic: "cmd", Payload: []byte(`{"invoke":"` + echoARN + `"}`),
+		Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD},
+		Targets: []*brokerv1.Endpoint{{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, Name: pyARN}}})
+	r.nc.Publish(subjects.BrokerDeliverFunction, b3)
+	bustest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range r.published() {
+			if m.GetTopic() == "py/invoked" {
+				if string(m.GetPayload()) != `{"ping": 1}` {
+					return fmt.Errorf("py/invoked payload %q", m.GetPayload())
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("nothing on py/invoked yet")
+	})
+}

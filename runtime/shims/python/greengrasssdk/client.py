@@ -1,0 +1,14 @@
+def client(client_type, *args, **kwargs):
+    """Returns the client for 'lambda', 'iot-data' or 'secretsmanager'."""
+    if client_type == 'lambda':
+        from .Lambda import Client
+    elif client_type == 'iot-data':
+        from .IoTDataPlane import Client
+    elif client_type == 'secretsmanager':
+        from .SecretsManager import Client
+    elif client_type == 'streammanager':
+        raise Exception("Client type 'streammanager' is not provided by the core's SDK; "
+                        "bundle greengrasssdk with stream_manager in the function package.")
+    else:
+        raise Exception('Client type {!r} is not recognized.'.format(client_type))
+    return Client(*args, **kwargs)

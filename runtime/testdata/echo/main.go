@@ -1,0 +1,34 @@
+// echo is a test function: a routed message is published back on
+// echo/out with the topic it came on; a direct invoke gets its payload
+// back; a payload "fail" is a handled error; "shadow:<thing>" reads a
+// shadow.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/evergreen-edge/evergreen/runtime/sdk/go/ggsdk"
+)
+
+func main() {
+	err := ggsdk.Start(func(ctx ggsdk.Context, payload []byte) ([]byte, error) {
+		p := string(payload)
+		switch {
+		case p == "fail":
+			return nil, errors.New("asked to fail")
+		case strings.HasPrefix(p, "shadow:"):
+			return ggsdk.Default.Shadow(ctx, strings.TrimPrefix(p, "shadow:"), "get", nil)
+		case ctx.Subject() != "":
+			src, _ := ctx.Custom["source"].(string)
+			return nil, ggsdk.Default.Publish(ctx, "echo/out", []byte(fmt.Sprintf("%s|%s|%s", ctx.Subject(), src, p)))
+		}
+		return payload, nil
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
