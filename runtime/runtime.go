@@ -114,6 +114,9 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	if err := os.MkdirAll(state, 0o750); err != nil {
 		return err
 	}
+	if err := s.openPaths(); err != nil {
+		return err
+	}
 	if s.shims, err = installShims(filepath.Join(state, "shims")); err != nil {
 		return fmt.Errorf("install the language runtimes: %w", err)
 	}
@@ -220,4 +223,41 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.shadowConn.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// openPaths lets functions that run as another user (the default when the
+// daemon is root: ggc_user or nobody) reach their code and the language
+// runtimes: DIR and DIR/data get search permission for others (not read:
+// nothing can be listed), DIR/functions and DIR/data/runtime are readable.
+// Certificates, config, deployments and the other daemons' data keep
+// their modes.
+func (s *Service) openPaths() error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	root := s.env.Root.Dir()
+	for _, p := range []struct {
+		path string
+		bits os.FileMode
+	}{
+		{root, 0o001},
+		{filepath.Join(root, "data"), 0o001},
+		{s.env.Root.DataDir(Name), 0o005},
+		{s.env.Root.FunctionsDir(), 0o005},
+	} {
+		if err := os.MkdirAll(p.path, 0o750); err != nil {
+			return err
+		}
+		st, err := os.Stat(p.path)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&p.bits != p.bits {
+			if err := os.Chmod(p.path, st.Mode().Perm()|p.bits); err != nil {
+				return fmt.Errorf("let functions reach %s: %w", p.path, err)
+			}
+			s.log.Info("opened a directory to the functions' user", "path", p.path, "mode", fmt.Sprintf("%o", st.Mode().Perm()|p.bits))
+		}
+	}
+	return nil
 }

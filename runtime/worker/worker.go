@@ -282,6 +282,13 @@ func (m *Manager) SetFunctions(specs []Spec) error {
 			m.retireLocked(old, "function configuration changed")
 			f.workers = old.workers
 			m.dropPendingLocked(s.ARN, -1)
+		} else {
+			// Workers of an earlier removal may still be stopping.
+			for _, w := range m.workers {
+				if w.arn == s.ARN {
+					f.workers[w] = struct{}{}
+				}
+			}
 		}
 		m.funcs[s.ARN] = f
 		if s.MemoryKB > 0 && m.cg == nil && !m.warned[s.ARN] {

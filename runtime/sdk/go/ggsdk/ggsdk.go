@@ -67,7 +67,9 @@ type FunctionError struct {
 	Payload []byte
 }
 
-func (e *FunctionError) Error() string { return fmt.Sprintf("function error (%s): %s", e.Kind, e.Payload) }
+func (e *FunctionError) Error() string {
+	return fmt.Sprintf("function error (%s): %s", e.Kind, e.Payload)
+}
 
 func (c *Client) do(ctx context.Context, method, path string, hdr map[string]string, body []byte) (*http.Response, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
