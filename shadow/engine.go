@@ -200,12 +200,26 @@ func (e *engine) stop(ctx context.Context) {
 }
 
 // load reads a shadow's record; a missing one is the zero record.
+//
+// A record that failed its checksum, or that no longer decodes, is treated
+// as missing (and logged): the next update recreates the shadow and a
+// delete removes it, instead of the shadow answering 500 forever. A synced
+// shadow gets the cloud's copy back at the next resync.
 func (e *engine) load(k store.Key) (record, error) {
 	b, ok, err := e.s.db.Get(k)
+	if errors.Is(err, store.ErrCorrupt) {
+		e.s.log.Error("damaged shadow record treated as missing; the next update recreates it", "thing", k.Thing, "name", k.Name, "err", err)
+		return record{}, nil
+	}
 	if err != nil || !ok {
 		return record{}, err
 	}
-	return unmarshalRecord(b)
+	r, err := unmarshalRecord(b)
+	if err != nil {
+		e.s.log.Error("undecodable shadow record treated as missing; the next update recreates it", "thing", k.Thing, "name", k.Name, "err", err)
+		return record{}, nil
+	}
+	return r, nil
 }
 
 var errStoreFull = errors.New("store full")

@@ -136,6 +136,13 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	for _, c := range rep.Corrupt {
 		s.log.Error("shadow store: damaged data skipped", "what", c)
 	}
+	if rep.Quarantined != "" {
+		s.log.Error("shadow store: badger could not open its directory; it was moved aside and what could be read was salvaged",
+			"quarantined", rep.Quarantined, "salvaged", len(rep.Salvaged))
+	}
+	for _, k := range rep.Damaged {
+		s.log.Error("shadow store: damaged shadow (answers as missing until updated)", "thing", k.Thing, "name", k.Name)
+	}
 	s.db = db
 	g, id, err := deployment.LoadCurrent(env.Root)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
+	"github.com/evergreen-edge/evergreen/shadow"
+	"github.com/evergreen-edge/evergreen/shadow/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -363,4 +365,36 @@ func TestAPIClientLimit(t *testing.T) {
 		}
 	}
 	t.Logf("outcomes: %v", codesSeen)
+}
+
+// A record that does not decode (a damaged write) does not stop start-up:
+// that shadow answers as missing and the next update recreates it; the
+// others are intact.
+func TestDamagedRecordAtStart(t *testing.T) {
+	s := newSuite(t, testGroup())
+	s.start()
+	if _, err := s.api.Update(ctx(t), &shadowv1.UpdateRequest{Thing: "sensor", Document: []byte(`{"state":{"reported":{"ok":1}}}`)}); err != nil {
+		t.Fatal(err)
+	}
+	s.stop()
+	db, _, err := store.Open(store.Options{Dir: s.root.DataDir(shadow.Name) + "/db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Put(store.Key{Thing: "lamp"}, []byte(`{"v":1,"shadow":{"format":1,"desi`)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s.start()
+	c := ctx(t)
+	if _, err := s.api.Get(c, &shadowv1.GetRequest{Thing: "lamp"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("damaged shadow: %v, want NotFound", err)
+	}
+	d, err := s.api.Update(c, &shadowv1.UpdateRequest{Thing: "lamp", Document: []byte(`{"state":{"reported":{"on":true}}}`)})
+	if err != nil || d.GetVersion() != 1 {
+		t.Fatalf("update of the damaged shadow: %v %v", d, err)
+	}
+	if d, err := s.api.Get(c, &shadowv1.GetRequest{Thing: "sensor"}); err != nil || d.GetVersion() != 1 {
+		t.Fatalf("intact shadow: %v %v", d, err)
+	}
 }
