@@ -21,11 +21,14 @@ import (
 
 // function is one user function of the group in force.
 type function struct {
-	arn      string
-	name     string
-	pkg      code.Package
-	dispatch dispatch.Function
-	spec     worker.Spec
+	arn       string
+	name      string
+	runtime   string
+	handler   string
+	isolation string
+	pkg       code.Package
+	dispatch  dispatch.Function
+	spec      worker.Spec
 }
 
 // Isolation modes (FunctionExecutionConfig.IsolationMode).
@@ -106,7 +109,7 @@ func (s *Service) prepareOne(g *groupdef.Group, gf *groupdef.Function) (*functio
 	if err != nil {
 		return nil, err
 	}
-	f := &function{arn: gf.FunctionArn, name: fa.Name, pkg: pkg}
+	f := &function{arn: gf.FunctionArn, name: fa.Name, runtime: ext.Runtime, handler: ext.Handler, isolation: mode, pkg: pkg}
 	timeout := DefaultTimeout
 	if cfg.Timeout != nil && *cfg.Timeout > 0 {
 		timeout = time.Duration(*cfg.Timeout) * time.Second

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 	"github.com/evergreen-edge/evergreen/runtime/ipc"
@@ -158,6 +159,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		s.log.Error("the group in force does not apply cleanly", "deployment", id, "err", err)
 	}
 
+	runtimev1.RegisterRuntimeServer(env.GRPC, &grpcServer{local: s})
 	ln, err := net.Listen("tcp", env.Endpoints.IPC)
 	if err != nil {
 		return fmt.Errorf("IPC listener: %w", err)

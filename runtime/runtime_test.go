@@ -16,6 +16,7 @@ import (
 
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
 	"github.com/evergreen-edge/evergreen/runtime"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
@@ -24,6 +25,10 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -256,4 +261,55 @@ func TestPythonFunction(t *testing.T) {
 		}
 		return fmt.Errorf("nothing on py/invoked yet")
 	})
+}
+
+// The gRPC API: functions, workers, invoke (result, handled error, event),
+// restart of a pinned function.
+func TestAPI(t *testing.T) {
+	r := startRuntime(t, echoGroup(buildEcho(t), true))
+	cc, err := grpc.NewClient("unix://"+r.root.Socket(runtime.Name), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := runtimev1.NewRuntimeClient(cc)
+	ctx := context.Background()
+	fl, err := api.ListFunctions(ctx, &runtimev1.ListFunctionsRequest{})
+	if err != nil || len(fl.GetFunctions()) != 1 || fl.GetFunctions()[0].GetName() != "echo" || !fl.GetFunctions()[0].GetPinned() || fl.GetFunctions()[0].GetRuntime() != "go" {
+		t.Fatalf("functions: %v %v", fl, err)
+	}
+	res, err := api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "echo", Payload: []byte("hello")})
+	if err != nil || string(res.GetPayload()) != "hello" || res.GetFunctionError() != "" {
+		t.Fatalf("invoke: %v %v", res, err)
+	}
+	res, err = api.Invoke(ctx, &runtimev1.InvokeRequest{Function: echoARN, Payload: []byte("fail")})
+	if err != nil || res.GetFunctionError() != "Handled" || !strings.Contains(string(res.GetPayload()), "asked to fail") {
+		t.Fatalf("failing invoke: %v %v", res, err)
+	}
+	res, err = api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "echo", Payload: []byte("x"), Event: true})
+	if err != nil || res.GetInvocationId() == "" || res.GetPayload() != nil {
+		t.Fatalf("event invoke: %v %v", res, err)
+	}
+	if _, err := api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown function: %v", err)
+	}
+	ws, err := api.ListWorkers(ctx, &runtimev1.ListWorkersRequest{Function: "echo"})
+	if err != nil || len(ws.GetWorkers()) != 1 {
+		t.Fatalf("workers: %v %v", ws, err)
+	}
+	pid := ws.GetWorkers()[0].GetPid()
+	rr, err := api.RestartFunction(ctx, &runtimev1.RestartFunctionRequest{Function: "echo"})
+	if err != nil || rr.GetStoppedWorkers() != 1 {
+		t.Fatalf("restart: %v %v", rr, err)
+	}
+	bustest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		ws, err := api.ListWorkers(ctx, &runtimev1.ListWorkersRequest{})
+		if err != nil || len(ws.GetWorkers()) != 1 || ws.GetWorkers()[0].GetPid() == pid || ws.GetWorkers()[0].GetPid() == 0 {
+			return fmt.Errorf("workers after restart: %v %v (old pid %d)", ws, err, pid)
+		}
+		return nil
+	})
+	if res, err := api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "echo", Payload: []byte("again")}); err != nil || string(res.GetPayload()) != "again" {
+		t.Fatalf("invoke after restart: %v %v", res, err)
+	}
 }

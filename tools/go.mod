@@ -6,6 +6,7 @@ require (
 	github.com/dgraph-io/badger/v4 v4.9.6
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/evergreen-edge/evergreen/proto v0.0.0-00010101000000-000000000000
+	github.com/evergreen-edge/evergreen/runtime v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/services/kit v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/shadow v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
@@ -39,7 +40,7 @@ require (
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260825221802-da73d73af1c5 // indirect
 )
 
 replace github.com/evergreen-edge/evergreen/proto => ../proto
@@ -47,3 +48,5 @@ replace github.com/evergreen-edge/evergreen/proto => ../proto
 replace github.com/evergreen-edge/evergreen/services/kit => ../services/kit
 
 replace github.com/evergreen-edge/evergreen/shadow => ../shadow
+
+replace github.com/evergreen-edge/evergreen/runtime => ../runtime

@@ -172,13 +172,14 @@ func cmdPub(a *app, args []string) error {
 var payloadUsage = map[string]string{
 	"pub":           "pub TOPIC PAYLOAD",
 	"shadow update": "shadow update THING DOCUMENT",
+	"fn invoke":     "fn invoke NAME PAYLOAD",
 }
 
 func (a *app) payloadName() string {
-	if a.cmd.name == "pub" {
-		return "PAYLOAD"
+	if a.cmd.name == "shadow update" {
+		return "DOCUMENT"
 	}
-	return "DOCUMENT"
+	return "PAYLOAD"
 }
 
 // payload is pub's message body: the PAYLOAD argument, or the contents of

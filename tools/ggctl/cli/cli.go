@@ -58,6 +58,11 @@ Commands:
   shadow update THING DOC [--name N] apply an update document ({"state":{"desired":...}})
   shadow delete THING [--name N]     delete a shadow (its version numbering continues)
   shadow list [THING]                the shadows stored, with version, size and sync state
+  fn list                            the group's functions (runtime, lifecycle, workers)
+  fn workers [NAME]                  workers and their states (the v1 health API's view)
+  fn invoke NAME [PAYLOAD] [--event] invoke a function and print its result
+  fn restart NAME                    stop a function's workers (a pinned one starts again)
+  fn logs NAME [-f] [-n N]           a function's log (DIR/logs/user/NAME.log)
   logs DAEMON [-f] [-n N]            a daemon's log: the last N lines; -f keeps following
   start DAEMON                       start a stopped daemon (supervisor)
   stop DAEMON                        stop a daemon and keep it stopped (supervisor)
@@ -75,7 +80,7 @@ Exit codes:
   1  the operation failed (status: a daemon is not healthy; deploy: FAILURE; pub: no group)
   2  usage error or invalid input (bad flag, name, topic, source or file; invalid group definition)
   3  daemon unreachable: its socket is missing or refuses connections (is the suite running?)
-  4  not found: no such daemon, device, deployment or shadow
+  4  not found: no such daemon, device, deployment, shadow or function
 
 pub exits 0 also when no subscription matches: "no subscription matches: nothing delivered".
 Errors are one line on stderr: "ggctl: <what is wrong>".
@@ -111,6 +116,11 @@ func init() {
 		{"shadow update", "THING DOCUMENT [--name N] [--file F]", "Apply an update request document ({\"state\":{\"desired\":{...}}}, optional\n\"version\" and \"clientToken\") and print /update/accepted. The change is\npublished through the subscriptions like a device's (delta, documents).\nDOCUMENT - (or --file -) reads standard input.", cmdShadowUpdate},
 		{"shadow delete", "THING [--name N]", "Delete the shadow. Its version numbering continues with the next update.", cmdShadowDelete},
 		{"shadow list", "[THING]", "List the shadows that exist (of THING, or all): version, state bytes, and for\nthings with SyncShadow the sync state (IN_SYNC or PENDING).", cmdShadowList},
+		{"fn list", "", "List the user functions of the group in force: name, runtime, handler, pinned or\non-demand, isolation, timeout, workers, ARN.", cmdFnList},
+		{"fn workers", "[NAME]", "List the workers (of NAME, or all) with pid and state: Starting, Initialized,\nWaiting, Working, FailedInitialization (the v1 health API's states).", cmdFnWorkers},
+		{"fn invoke", "NAME [PAYLOAD] [--event] [--custom JSON] [--file F]", "Invoke a function (NAME, its ARN, or its unqualified ARN) and print the result;\nexits 1 on a function error. --event queues it and returns at once. PAYLOAD -\n(or --file -) reads standard input.", cmdFnInvoke},
+		{"fn restart", "NAME", "Stop a function's workers: a pinned function's worker starts again at once,\non-demand ones when work comes.", cmdFnRestart},
+		{"fn logs", "NAME [-f] [-n N]", "Print the last N lines of a function's log (its stdout, stderr and log lines);\nwith -f keep printing new lines until interrupted.", cmdFnLogs},
 		{"logs", "DAEMON [-f] [-n N]", "Print the last N lines of a daemon's log; with -f keep printing new lines\nuntil interrupted.", cmdLogs},
 		{"start", "DAEMON", "Start a stopped daemon and wait until it is healthy.", cmdStart},
 		{"stop", "DAEMON", "Stop a daemon; the supervisor keeps it stopped until start or restart.", cmdStop},
