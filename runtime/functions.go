@@ -136,16 +136,35 @@ func (s *Service) prepareOne(g *groupdef.Group, gf *groupdef.Function) (*functio
 		}
 	}
 	f.spec = worker.Spec{
-		ARN:     gf.FunctionArn,
-		Pinned:  cfg.Pinned,
-		Argv:    argv,
-		Dir:     pkg.Dir,
-		Env:     s.environment(gf, cfg, enc, timeout),
-		UID:     uid,
-		GID:     gid,
-		LogFile: filepath.Join(s.env.Root.LogsDir(), "user", fa.Name+".log"),
+		ARN:         gf.FunctionArn,
+		Pinned:      cfg.Pinned,
+		Argv:        argv,
+		Dir:         pkg.Dir,
+		Env:         s.environment(gf, cfg, enc, timeout),
+		UID:         uid,
+		GID:         gid,
+		LogFile:     filepath.Join(s.env.Root.LogsDir(), "user", fa.Name+".log"),
+		MaxLogBytes: lambdaLogBytes(g),
 	}
 	return f, nil
+}
+
+// DefaultFunctionLogBytes caps each function's log file when the group has
+// no FileSystem logger for Lambda (one rotation: at most twice this on
+// disk per function).
+const DefaultFunctionLogBytes = 1 << 20
+
+// lambdaLogBytes is the cap of each function's log: the Space (KB) of the
+// group's FileSystem logger of Component Lambda, else the default.
+func lambdaLogBytes(g *groupdef.Group) int64 {
+	if g.Loggers != nil {
+		for _, l := range g.Loggers.Loggers {
+			if l.Component == "Lambda" && l.Type == "FileSystem" && l.Space != nil && *l.Space > 0 {
+				return int64(*l.Space) << 10
+			}
+		}
+	}
+	return DefaultFunctionLogBytes
 }
 
 // effectiveExecution applies the group's DefaultConfig under the

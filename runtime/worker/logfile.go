@@ -105,13 +105,16 @@ func copyLines(r io.Reader, w io.Writer) {
 	}
 }
 
-func (m *Manager) acquireSink(path string) (*logSink, error) {
+func (m *Manager) acquireSink(path string, max int64) (*logSink, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if max <= 0 {
+		max = m.o.MaxLogBytes
+	}
 	s := m.sinks[path]
 	if s == nil {
 		var err error
-		if s, err = openSink(path, m.o.MaxLogBytes); err != nil {
+		if s, err = openSink(path, max); err != nil {
 			return nil, err
 		}
 		m.sinks[path] = s

@@ -35,7 +35,7 @@ func (m *Manager) run(w *worker) {
 		setupE error
 	)
 	if w.spec.LogFile != "" {
-		sink, setupE = m.acquireSink(w.spec.LogFile)
+		sink, setupE = m.acquireSink(w.spec.LogFile, w.spec.MaxLogBytes)
 		if setupE == nil {
 			if out, in, setupE = os.Pipe(); setupE == nil {
 				cmd.Stdout, cmd.Stderr = in, in

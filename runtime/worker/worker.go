@@ -55,6 +55,9 @@ type Spec struct {
 	MemoryKB int
 	// LogFile receives stdout and stderr; "" = discarded.
 	LogFile string
+	// MaxLogBytes caps LogFile (one rotation to LogFile.1); 0 = the
+	// manager's Options.MaxLogBytes.
+	MaxLogBytes int64
 }
 
 // Options configure a Manager. Zero values take the defaults noted.
