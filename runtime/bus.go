@@ -16,6 +16,7 @@ import (
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
+	"github.com/evergreen-edge/evergreen/runtime/shims/nodejs"
 	"github.com/evergreen-edge/evergreen/runtime/shims/python"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/evergreen-edge/evergreen/services/kit/topic"
@@ -179,12 +180,26 @@ func coreError(typ, msg string) dispatch.Result {
 }
 
 // installShims writes the language runtimes shipped in the binary under
-// dir (replacing what an older binary left).
+// dir/python and dir/nodejs (replacing what an older binary left).
 func installShims(dir string) (string, error) {
-	py := filepath.Join(dir, "python")
-	tmp := py + ".tmp"
+	for _, x := range []struct {
+		name  string
+		files fs.FS
+	}{
+		{"python", python.Files},
+		{"nodejs", nodejs.Files},
+	} {
+		if err := installTree(filepath.Join(dir, x.name), x.files); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+func installTree(dest string, files fs.FS) error {
+	tmp := dest + ".tmp"
 	os.RemoveAll(tmp)
-	err := fs.WalkDir(python.Files, ".", func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -192,18 +207,15 @@ func installShims(dir string) (string, error) {
 		if d.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
-		b, err := python.Files.ReadFile(p)
+		b, err := fs.ReadFile(files, p)
 		if err != nil {
 			return err
 		}
 		return os.WriteFile(target, b, 0o644)
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
-	os.RemoveAll(py)
-	if err := os.Rename(tmp, py); err != nil {
-		return "", err
-	}
-	return dir, nil
+	os.RemoveAll(dest)
+	return os.Rename(tmp, dest)
 }

@@ -228,10 +228,20 @@ func (s *Service) command(ext *groupdef.FunctionExtension, dir string, cfg *grou
 			py = p
 		}
 		return []string{py, filepath.Join(s.shims, "python", "lambda_runtime.py"), "--handler=" + ext.Handler}, nil
+	case strings.HasPrefix(ext.Runtime, "nodejs"):
+		node := s.opts.Node
+		if node == "" {
+			p, err := exec.LookPath("node")
+			if err != nil {
+				return nil, fmt.Errorf("Runtime %s: this host has no node on PATH", ext.Runtime)
+			}
+			node = p
+		}
+		return []string{node, filepath.Join(s.shims, "nodejs", "lambda_nodejs_runtime.js"), "--handler=" + ext.Handler}, nil
 	case ext.Runtime == "executable" || ext.Runtime == "go":
 		return append([]string{filepath.Join(dir, ext.Handler)}, strings.Fields(cfg.ExecArgs)...), nil
 	}
-	return nil, fmt.Errorf("Runtime %s is not available in this runtime yet (python3.x, executable and go are)", ext.Runtime)
+	return nil, fmt.Errorf("Runtime %s is not available in this runtime yet (python3.x, nodejs, executable and go are)", ext.Runtime)
 }
 
 // environment is what every worker of the function sees (spec 1.1); the
@@ -253,6 +263,7 @@ func (s *Service) environment(gf *groupdef.Function, cfg *groupdef.FunctionConfi
 		"AWS_IOT_THING_NAME":                 s.env.Config.CoreThingName(),
 		"STREAM_MANAGER_SERVER_PORT":         streams,
 		"PYTHONPATH":                         filepath.Join(s.shims, "python"),
+		"NODE_PATH":                          filepath.Join(s.shims, "nodejs", "node_modules"),
 		"EVERGREEN_FUNCTION_TIMEOUT_MS":      strconv.FormatInt(timeout.Milliseconds(), 10),
 	}
 	if cfg.Environment != nil {

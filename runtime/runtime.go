@@ -45,8 +45,10 @@ const (
 
 // Options tune the daemon beyond config.json (tests).
 type Options struct {
-	// Python replaces the python3 interpreter looked up on PATH.
+	// Python replaces the python3 interpreter looked up on PATH; Node
+	// the node one.
 	Python string
+	Node   string
 }
 
 // Spec declares the runtime daemon with default options.

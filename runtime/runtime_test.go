@@ -313,3 +313,43 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("invoke after restart: %v %v", res, err)
 	}
 }
+
+const nodeARN = "arn:aws:lambda:us-east-1:123456789012:function:nodefn:1"
+
+// A Node.js function written against the v1 core SDK runs on the shipped
+// runtime: a routed message in, a publish out.
+func TestNodeFunction(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		if os.Getenv("EVERGREEN_REQUIRE_ALL") != "" {
+			t.Fatal("node is not installed (EVERGREEN_REQUIRE_ALL is set)")
+		}
+		t.Skip("node is not installed")
+	}
+	src, _ := filepath.Abs("testdata/nodefn/index.js")
+	code := t.TempDir()
+	b, _ := os.ReadFile(src)
+	os.WriteFile(filepath.Join(code, "index.js"), b, 0o644)
+	os.Chmod(code, 0o755)
+	g := strings.Replace(echoGroup(buildEcho(t), false), `"Functions":[`, fmt.Sprintf(`"Functions":[{"Id":"node","FunctionArn":%q,"FunctionConfiguration":{"Pinned":true,"Timeout":5,"EncodingType":"json"},
+"Evergreen":{"Runtime":"nodejs12.x","Handler":"index.handler","CodeUri":%q}},`, nodeARN, code), 1)
+	r := startRuntime(t, g)
+	b2, _ := proto.Marshal(&brokerv1.RoutedMessage{Topic: "sensors/light", Payload: []byte(`{"lux":300}`),
+		Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_DEVICE, Name: "sensor"},
+		Targets: []*brokerv1.Endpoint{{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, Name: nodeARN}}})
+	r.nc.Publish(subjects.BrokerDeliverFunction, b2)
+	var out map[string]any
+	bustest.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range r.published() {
+			if m.GetTopic() == "node/out" {
+				if m.GetSource().GetName() != nodeARN {
+					return fmt.Errorf("source %v", m.GetSource())
+				}
+				return json.Unmarshal(m.GetPayload(), &out)
+			}
+		}
+		return fmt.Errorf("nothing on node/out yet")
+	})
+	if out["subject"] != "sensors/light" || out["arn"] != nodeARN || fmt.Sprint(out["event"]) != "map[lux:300]" {
+		t.Fatalf("node/out = %v", out)
+	}
+}
