@@ -240,6 +240,9 @@ type Process struct {
 
 // Start creates the container and starts its process.
 func (r *Runner) Start(ctx context.Context, s Spec) (_ *Process, err error) {
+	if r.ctx.Err() != nil {
+		return nil, errors.New("container: runner closed")
+	}
 	r.rootMu.Lock()
 	tops, err := syncRoot(r.root)
 	r.rootMu.Unlock()
@@ -260,7 +263,9 @@ func (r *Runner) Start(ctx context.Context, s Spec) (_ *Process, err error) {
 	p := &Process{r: r, id: s.ID, c: c, oom: r.oomChan(s.ID, false)}
 	defer func() {
 		if err != nil {
-			p.remove(context.WithoutCancel(ctx))
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			p.remove(ctx)
 		}
 	}()
 	p.task, err = c.NewTask(ctx, streams(s.Stdout, s.Stderr))

@@ -216,6 +216,18 @@ func TestProcessRunsAsGiven(t *testing.T) {
 	if res.code != 7 {
 		t.Fatalf("exit code %d, want 7", res.code)
 	}
+
+	// A command that cannot start fails Start and leaves nothing behind.
+	id := newID(t)
+	var out safeBuffer
+	if _, err := r.Start(context.Background(), Spec{ID: id, Argv: []string{"/nonexistent/fn"}, UID: 1000, GID: 1000, Stdout: &out}); err == nil {
+		t.Fatal("Start of a missing command succeeded")
+	} else {
+		t.Log(err)
+	}
+	if _, err := r.client.LoadContainer(context.Background(), id); err == nil {
+		t.Errorf("container %s left after a failed Start", id)
+	}
 }
 
 func TestFilesystem(t *testing.T) {
@@ -420,12 +432,30 @@ w ` + base + `/f parent
 		}
 	}
 
-	// A destination that would have to be made on the host's disk is
-	// refused before anything starts.
-	_, err := r.Start(context.Background(), Spec{ID: newID(t), Argv: []string{"/bin/true"},
-		Volumes: []Mount{{Source: base, Dest: filepath.Join(base, "missing")}}})
-	if err == nil || !strings.Contains(err.Error(), "must exist") {
-		t.Fatalf("missing destination: %v", err)
+	// A destination under a top-level name the host lacks is made in the
+	// container's own root directory, not on the host.
+	top := fmt.Sprintf("/evergreen-test-%d", os.Getpid())
+	res = runSpec(t, r, Spec{
+		Argv:    []string{"/bin/sh", "-c", "cat " + top + "/vol/seed"},
+		Volumes: []Mount{{Source: filepath.Join(base, "ro"), Dest: top + "/vol", ReadOnly: true}},
+	})
+	if res.stdout != "seeded\n" {
+		t.Errorf("volume at %s/vol: %q", top, res.stdout)
+	}
+	if _, err := os.Lstat(top); err == nil {
+		t.Errorf("%s made on the host", top)
+	}
+
+	// A destination that would have to be made inside the host's
+	// read-only directories is refused before anything starts.
+	for _, dest := range []string{filepath.Join(base, "missing"), "/proc/evergreen"} {
+		_, err := r.Start(context.Background(), Spec{ID: newID(t), Argv: []string{"/bin/true"},
+			Volumes: []Mount{{Source: base, Dest: dest}}})
+		if err == nil {
+			t.Errorf("volume at %s accepted", dest)
+		} else {
+			t.Log(err)
+		}
 	}
 }
 

@@ -222,5 +222,14 @@ func dropNamespaces(names ...string) {
 		}
 		r.client.NamespaceService().Delete(ctx, ns)
 		r.Close()
+		// runc removes each container's cgroup, not their parent; empty
+		// directories only go.
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", ns))
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", ns))
+		// The runc shim's state root of the namespace, empty by now.
+		dirs = append(dirs, filepath.Join("/run/containerd/runc", ns))
+		for _, d := range dirs {
+			os.Remove(d)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -211,17 +212,28 @@ func buildSpec(ns, root string, tops []specs.Mount, s Spec) (*specs.Spec, error)
 	return spec, nil
 }
 
-// creatable refuses a mount destination runc would have to create on the
-// host's disk: the container's root is the host's, and runc makes missing
-// mount points before it turns the root read-only.
+// creatable refuses a mount destination (or working directory) that runc
+// would have to make inside a read-only bind of the host: missing mount
+// points are made before the binds turn read-only, so on the host's disk.
+// Under /tmp and /dev, or under a top-level name the host lacks, they are
+// made in the container's own tmpfs or root directory.
 func creatable(dest string) error {
+	for _, t := range []string{"/proc", "/sys"} {
+		if under(dest, t) {
+			return fmt.Errorf("destination %s: %s is the kernel's", dest, t)
+		}
+	}
 	for _, t := range []string{"/tmp", "/dev"} {
 		if under(dest, t) && dest != t {
 			return nil
 		}
 	}
-	if _, err := os.Lstat(dest); err != nil {
-		return fmt.Errorf("destination %s must exist on the host (the container's root is the host's, read-only): %w", dest, err)
+	top, _, _ := strings.Cut(strings.TrimPrefix(dest, "/"), "/")
+	if _, err := os.Lstat("/" + top); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(dest); err != nil {
+		return fmt.Errorf("destination %s must exist on the host (the host's %s is bound read-only): %w", dest, "/"+top, err)
 	}
 	return nil
 }
