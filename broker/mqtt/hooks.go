@@ -32,7 +32,9 @@ func (h *hook) Provides(b byte) bool {
 		mochi.OnSessionEstablished,
 		mochi.OnDisconnect,
 		mochi.OnSubscribe,
+		mochi.OnSubscribed,
 		mochi.OnUnsubscribe,
+		mochi.OnUnsubscribed,
 		mochi.OnPublish,
 		mochi.OnWill,
 		mochi.OnPacketEncode,
@@ -176,6 +178,18 @@ func (h *hook) OnUnsubscribe(cl *mochi.Client, pk packets.Packet) packets.Packet
 	}
 	pk.Filters = filters
 	return pk
+}
+
+// OnSubscribed and OnUnsubscribed follow mochi's changes to a client's
+// subscriptions (SUBSCRIBE, UNSUBSCRIBE, a session ending or taken over),
+// which outdate the copy Deliver matches against.
+func (h *hook) OnSubscribed(cl *mochi.Client, _ packets.Packet, _ []byte) { h.subscriptionsChanged(cl) }
+func (h *hook) OnUnsubscribed(cl *mochi.Client, _ packets.Packet)         { h.subscriptionsChanged(cl) }
+
+func (h *hook) subscriptionsChanged(cl *mochi.Client) {
+	if c := h.s.state(cl); c != nil {
+		c.subsGen.Add(1)
+	}
 }
 
 // OnPublish takes a device's publish out of mochi's fan-out and hands it
