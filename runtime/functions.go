@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/runtime/code"
+	"github.com/evergreen-edge/evergreen/runtime/container"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 	"github.com/evergreen-edge/evergreen/runtime/worker"
 	"github.com/evergreen-edge/evergreen/services/kit/arn"
@@ -101,8 +103,8 @@ func (s *Service) prepareOne(g *groupdef.Group, gf *groupdef.Function) (*functio
 		cfg = &groupdef.FunctionConfiguration{}
 	}
 	mode, runAs := effectiveExecution(g, cfg)
-	if mode != NoContainer {
-		return nil, fmt.Errorf("IsolationMode %s: GreengrassContainer isolation (containerd) is not available in this runtime yet; set IsolationMode NoContainer", mode)
+	if mode != NoContainer && mode != GreengrassContainer {
+		return nil, fmt.Errorf("IsolationMode %q: want GreengrassContainer or NoContainer", mode)
 	}
 	ext := gf.Evergreen
 	pkg, err := code.Install(s.env.Root.FunctionsDir(), fa.Name, ext, "")
@@ -146,7 +148,101 @@ func (s *Service) prepareOne(g *groupdef.Group, gf *groupdef.Function) (*functio
 		LogFile:     filepath.Join(s.env.Root.LogsDir(), "user", fa.Name+".log"),
 		MaxLogBytes: lambdaLogBytes(g),
 	}
+	if mode == GreengrassContainer {
+		if _, err := s.containers(); err != nil {
+			return nil, fmt.Errorf("IsolationMode GreengrassContainer: %w", err)
+		}
+		cs, err := containerSpec(g, cfg, []string{pkg.Dir, s.shims})
+		if err != nil {
+			return nil, err
+		}
+		f.spec.Container = cs
+		f.spec.MemoryKB = DefaultMemoryKB
+		if cfg.MemorySize != nil && *cfg.MemorySize > 0 {
+			f.spec.MemoryKB = *cfg.MemorySize
+		}
+	}
 	return f, nil
+}
+
+// DefaultMemoryKB is v1's MemorySize default for GreengrassContainer.
+const DefaultMemoryKB = 16384
+
+// containerSpec builds a GreengrassContainer worker's container settings:
+// the function's code and the language runtimes bound read-only, /sys
+// when AccessSysfs, and its local resources with their permissions and
+// group owners.
+func containerSpec(g *groupdef.Group, cfg *groupdef.FunctionConfiguration, binds []string) (*worker.ContainerSpec, error) {
+	cs := &worker.ContainerSpec{ReadOnlyBinds: binds}
+	env := cfg.Environment
+	if env == nil {
+		return cs, nil
+	}
+	cs.AccessSysfs = env.AccessSysfs
+	byID := map[string]groupdef.Resource{}
+	if g.Resources != nil {
+		for _, r := range g.Resources.Resources {
+			byID[r.Id] = r
+		}
+	}
+	groups := map[int]bool{}
+	for _, p := range env.ResourceAccessPolicies {
+		r, ok := byID[p.ResourceId]
+		if !ok || r.ResourceDataContainer == nil {
+			return nil, fmt.Errorf("ResourceAccessPolicies: resource %q is not in the group", p.ResourceId)
+		}
+		ro := p.Permission != "rw"
+		var owner *groupdef.GroupOwnerSetting
+		var source string
+		switch rd := r.ResourceDataContainer; {
+		case rd.LocalDeviceResourceData != nil:
+			source, owner = rd.LocalDeviceResourceData.SourcePath, rd.LocalDeviceResourceData.GroupOwnerSetting
+			cs.Devices = append(cs.Devices, container.Device{Path: source, ReadOnly: ro})
+		case rd.LocalVolumeResourceData != nil:
+			v := rd.LocalVolumeResourceData
+			source, owner = v.SourcePath, v.GroupOwnerSetting
+			dest := v.DestinationPath
+			if dest == "" {
+				dest = v.SourcePath
+			}
+			cs.Volumes = append(cs.Volumes, container.Mount{Source: v.SourcePath, Dest: dest, ReadOnly: ro})
+		default:
+			continue // machine-learning and secret resources: not local mounts
+		}
+		gid, err := groupOwner(owner, source)
+		if err != nil {
+			return nil, fmt.Errorf("resource %q: %w", p.ResourceId, err)
+		}
+		if gid >= 0 {
+			groups[gid] = true
+		}
+	}
+	for gid := range groups {
+		cs.Groups = append(cs.Groups, gid)
+	}
+	return cs, nil
+}
+
+// groupOwner is the group a resource adds to the function's process:
+// the owner of the source with AutoAddGroupOwner, or the named group.
+func groupOwner(o *groupdef.GroupOwnerSetting, source string) (int, error) {
+	switch {
+	case o == nil:
+		return -1, nil
+	case o.AutoAddGroupOwner:
+		var st syscall.Stat_t
+		if err := syscall.Stat(source, &st); err != nil {
+			return -1, fmt.Errorf("AutoAddGroupOwner: %w", err)
+		}
+		return int(st.Gid), nil
+	case o.GroupOwner != "":
+		g, err := user.LookupGroup(o.GroupOwner)
+		if err != nil {
+			return -1, fmt.Errorf("GroupOwner %q: %w", o.GroupOwner, err)
+		}
+		return strconv.Atoi(g.Gid)
+	}
+	return -1, nil
 }
 
 // DefaultFunctionLogBytes caps each function's log file when the group has
@@ -221,9 +317,9 @@ func (s *Service) command(ext *groupdef.FunctionExtension, dir string, cfg *grou
 	case strings.HasPrefix(ext.Runtime, "python3"):
 		py := s.opts.Python
 		if py == "" {
-			p, err := exec.LookPath("python3")
+			p, err := hostInterpreter("python3")
 			if err != nil {
-				return nil, fmt.Errorf("Runtime %s: this host has no python3 on PATH", ext.Runtime)
+				return nil, fmt.Errorf("Runtime %s: this host has no python3 (in /usr/bin, /usr/local/bin or on PATH)", ext.Runtime)
 			}
 			py = p
 		}
@@ -231,7 +327,7 @@ func (s *Service) command(ext *groupdef.FunctionExtension, dir string, cfg *grou
 	case strings.HasPrefix(ext.Runtime, "nodejs"):
 		node := s.opts.Node
 		if node == "" {
-			p, err := exec.LookPath("node")
+			p, err := hostInterpreter("node")
 			if err != nil {
 				return nil, fmt.Errorf("Runtime %s: this host has no node on PATH", ext.Runtime)
 			}
@@ -284,4 +380,18 @@ func splitPort(hostport string) (string, string, error) {
 		return hostport, "", fmt.Errorf("%q has no port", hostport)
 	}
 	return hostport[:i], hostport[i+1:], nil
+}
+
+// hostInterpreter finds an interpreter that every function user can run:
+// /usr/bin and /usr/local/bin first (a PATH entry under the daemon's home,
+// such as pyenv's shims in /root, is not reachable by ggc_user or nobody),
+// then PATH.
+func hostInterpreter(name string) (string, error) {
+	for _, dir := range []string{"/usr/bin", "/usr/local/bin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o001 != 0 {
+			return p, nil
+		}
+	}
+	return exec.LookPath(name)
 }

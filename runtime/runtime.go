@@ -21,6 +21,7 @@ import (
 
 	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
+	"github.com/evergreen-edge/evergreen/runtime/container"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 	"github.com/evergreen-edge/evergreen/runtime/ipc"
 	"github.com/evergreen-edge/evergreen/runtime/worker"
@@ -90,6 +91,12 @@ type Service struct {
 	shadowConn *grpc.ClientConn
 	shadow     shadowv1.ShadowClient
 
+	// runner is the containerd connection, made when a GreengrassContainer
+	// function first needs it (a core without such functions never talks
+	// to containerd).
+	runnerMu sync.Mutex
+	runner   *container.Runner
+
 	mu        sync.Mutex
 	group     *groupdef.Group
 	functions map[string]*function // by qualified ARN
@@ -132,7 +139,8 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		OnExit: func(w dispatch.WorkerID, fn string, err error) {
 			s.disp.WorkerGone(w)
 		},
-		Log: s.log.With("component", "workers"),
+		Containers: s.containers,
+		Log:        s.log.With("component", "workers"),
 	})
 	if err != nil {
 		return fmt.Errorf("worker manager: %w", err)
@@ -220,6 +228,12 @@ func (s *Service) Stop(ctx context.Context) error {
 	if s.workers != nil {
 		errs = append(errs, s.workers.Stop(ctx))
 	}
+	s.runnerMu.Lock()
+	if s.runner != nil {
+		errs = append(errs, s.runner.Close())
+		s.runner = nil
+	}
+	s.runnerMu.Unlock()
 	if s.http != nil {
 		errs = append(errs, s.http.Shutdown(ctx))
 	}
@@ -264,4 +278,31 @@ func (s *Service) openPaths() error {
 		}
 	}
 	return nil
+}
+
+// containers returns the containerd runner, connecting (and removing what
+// a previous runtime left in the namespace) on first use.
+func (s *Service) containers() (*container.Runner, error) {
+	s.runnerMu.Lock()
+	defer s.runnerMu.Unlock()
+	if s.runner != nil {
+		return s.runner, nil
+	}
+	addr := s.env.Config.Evergreen.Runtime.ContainerdAddress
+	if a := os.Getenv("EVERGREEN_CONTAINERD_SOCKET"); a != "" {
+		addr = a
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := container.New(ctx, container.Options{Address: addr, Log: s.log.With("component", "containers")})
+	if err != nil {
+		return nil, err
+	}
+	if n, err := r.Cleanup(ctx); err != nil {
+		s.log.Warn("remove containers left by a previous runtime", "err", err)
+	} else if n > 0 {
+		s.log.Info("removed containers left by a previous runtime", "containers", n)
+	}
+	s.runner = r
+	return r, nil
 }

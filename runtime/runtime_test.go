@@ -18,6 +18,7 @@ import (
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
 	"github.com/evergreen-edge/evergreen/runtime"
+	"github.com/evergreen-edge/evergreen/runtime/container/containerdtest"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
@@ -172,13 +173,14 @@ func TestRoutedMessageToGoFunction(t *testing.T) {
 }
 
 // A deployment with a function whose code is missing is refused with the
-// function named; a GreengrassContainer function is refused until
-// containerd isolation lands.
+// function named; so is a GreengrassContainer function when containerd is
+// not there, naming the socket.
 func TestBadFunctionsRefused(t *testing.T) {
+	t.Setenv("EVERGREEN_CONTAINERD_SOCKET", "/nonexistent/containerd.sock")
 	r := startRuntime(t, fmt.Sprintf(`{"Core":{"Cores":[{"Id":"c","ThingArn":"arn:aws:iot:us-east-1:123456789012:thing/core-1","CertificateArn":"arn:aws:iot:us-east-1:123456789012:cert/%s"}]}}`, strings.Repeat("a", 64)))
 	for _, tc := range []struct{ group, want string }{
 		{echoGroup("/nonexistent/code", true), "Functions[0] (" + echoARN + "): CodeUri \"/nonexistent/code\""},
-		{strings.Replace(echoGroup(buildEcho(t), true), `"IsolationMode":"NoContainer"`, `"IsolationMode":"GreengrassContainer"`, 1), "GreengrassContainer isolation (containerd) is not available"},
+		{strings.Replace(echoGroup(buildEcho(t), true), `"IsolationMode":"NoContainer"`, `"IsolationMode":"GreengrassContainer"`, 1), "IsolationMode GreengrassContainer: containerd socket /nonexistent/containerd.sock"},
 	} {
 		res := r.apply(tc.group)
 		if res == "" || !strings.Contains(res, tc.want) {
@@ -351,5 +353,59 @@ func TestNodeFunction(t *testing.T) {
 	})
 	if out["subject"] != "sensors/light" || out["arn"] != nodeARN || fmt.Sprint(out["event"]) != "map[lux:300]" {
 		t.Fatalf("node/out = %v", out)
+	}
+}
+
+// GreengrassContainer: the Go function runs in a container through a real
+// containerd (read-only host root, host network for the IPC, memory limit):
+// a routed message in and a publish out work as for a process, the root
+// filesystem is read-only, and going past MemorySize is an Unhandled
+// error, after which the pinned worker comes back.
+func TestContainerFunction(t *testing.T) {
+	socket, stop, err := containerdtest.Start()
+	if err != nil {
+		if os.Getenv("EVERGREEN_REQUIRE_ALL") != "" {
+			t.Fatalf("containerd: %v (EVERGREEN_REQUIRE_ALL is set)", err)
+		}
+		t.Skipf("containerd: %v", err)
+	}
+	t.Cleanup(stop)
+	t.Setenv("EVERGREEN_CONTAINERD_SOCKET", socket)
+	g := strings.Replace(echoGroup(buildEcho(t), true), `"IsolationMode":"NoContainer"`, `"IsolationMode":"GreengrassContainer"`, 1)
+	g = strings.Replace(g, `"Timeout":3,`, `"Timeout":10,"MemorySize":65536,`, 1)
+	r := startRuntime(t, g)
+	r.deliver("sensors/temp", "22")
+	bustest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for _, m := range r.published() {
+			if m.GetTopic() == "echo/out" && string(m.GetPayload()) == "sensors/temp|arn:aws:iot:us-east-1:123456789012:thing/sensor|22" {
+				return nil
+			}
+		}
+		return fmt.Errorf("nothing from the containerized function yet: %v", r.published())
+	})
+	cc, err := grpc.NewClient("unix://"+r.root.Socket(runtime.Name), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := runtimev1.NewRuntimeClient(cc)
+	ctx := context.Background()
+	res, err := api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "echo", Payload: []byte("whoami")})
+	if err != nil || string(res.GetPayload()) != "uid=0 rootfs=read-only" {
+		t.Fatalf("whoami in the container: %q %v", res.GetPayload(), err)
+	}
+	res, err = api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "echo", Payload: []byte("oom")})
+	if err != nil || res.GetFunctionError() != "Unhandled" {
+		t.Fatalf("past the memory limit: %v %v", res, err)
+	}
+	bustest.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		res, err := api.Invoke(ctx, &runtimev1.InvokeRequest{Function: "echo", Payload: []byte("back")})
+		if err != nil || string(res.GetPayload()) != "back" {
+			return fmt.Errorf("after the OOM kill: %v %v", res, err)
+		}
+		return nil
+	})
+	if b, _ := os.ReadFile(r.root.LogFile(runtime.Name)); !strings.Contains(string(b), "out of memory") {
+		t.Errorf("the runtime's log does not say the worker ran out of memory")
 	}
 }

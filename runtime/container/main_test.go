@@ -3,13 +3,13 @@ package container
 import (
 	"context"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/runtime/container/containerdtest"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -102,79 +102,10 @@ func setup() (stop func(), err error) {
 	}
 	cleanups = append(cleanups, func() { os.RemoveAll(rootDir) })
 
-	if socket = os.Getenv("EVERGREEN_CONTAINERD_SOCKET"); socket != "" {
-		return stop, nil
-	}
-	bin, err := exec.LookPath("containerd")
-	if err != nil {
-		return stop, fmt.Errorf("containerd not found (apt-get install -y containerd runc): %w", err)
-	}
-	// Unix socket paths are short: a short directory under /tmp.
-	dir, err := os.MkdirTemp("/tmp", "egc")
-	if err != nil {
-		return stop, err
-	}
-	cleanups = append(cleanups, func() { os.RemoveAll(dir) })
-	socket = filepath.Join(dir, "c.sock")
-	conf := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[debug]
-  address = ""
-[metrics]
-  address = ""
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc")
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(conf), 0o600); err != nil {
-		return stop, err
-	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		return stop, err
-	}
-	cmd := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return stop, fmt.Errorf("start containerd: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(exited) }()
-	cleanups = append(cleanups, func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case <-exited:
-			return stop, fmt.Errorf("containerd exited at start: %s", tail(filepath.Join(dir, "containerd.log")))
-		default:
-		}
-		if _, err := os.Stat(socket); err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			r, err := New(ctx, Options{Address: socket, Namespace: testNS, RootDir: rootDir, Log: quietLog()})
-			cancel()
-			if err == nil {
-				r.Close()
-				return stop, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return stop, fmt.Errorf("containerd did not come up: %s", tail(filepath.Join(dir, "containerd.log")))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var stopContainerd func()
+	socket, stopContainerd, err = containerdtest.Start()
+	cleanups = append(cleanups, stopContainerd)
+	return stop, err
 }
 
 func tail(path string) string {

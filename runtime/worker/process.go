@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/runtime/container"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,6 +18,10 @@ import (
 // from a goroutine locked to its OS thread: Pdeathsig fires when the thread
 // that forked exits, and unlocked Go threads live as long as the process.
 func (m *Manager) run(w *worker) {
+	if w.spec.Container != nil {
+		m.runContainer(w)
+		return
+	}
 	cmd := exec.Command(w.spec.Argv[0], w.spec.Argv[1:]...)
 	cmd.Dir = w.spec.Dir
 	cmd.Env = workerEnv(w.spec.Env, w.token)
@@ -172,18 +178,29 @@ func (m *Manager) stopLocked(w *worker, why string, hard bool) {
 		return // run kills it once it has a pid
 	}
 	if w.hard {
-		signalGroup(w.pid, syscall.SIGKILL)
+		signalWorker(w, syscall.SIGKILL)
 		return
 	}
-	signalGroup(w.pid, syscall.SIGTERM)
+	signalWorker(w, syscall.SIGTERM)
 	w.killer = time.AfterFunc(m.o.StopGrace, func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		if !w.exited {
 			m.log.Info("worker ignored SIGTERM, killing it", "fn", w.arn, "worker", w.id, "pid", w.pid)
-			signalGroup(w.pid, syscall.SIGKILL)
+			signalWorker(w, syscall.SIGKILL)
 		}
 	})
+}
+
+// signalWorker signals a worker: its process group, or every process of
+// its container (asynchronously: that is a call to containerd, and the
+// manager's lock is held here).
+func signalWorker(w *worker, sig syscall.Signal) {
+	if p := w.proc; p != nil {
+		go p.Signal(sig)
+		return
+	}
+	signalGroup(w.pid, sig)
 }
 
 // signalGroup signals the process group led by pid. Callers make sure pid
@@ -214,4 +231,118 @@ func workerEnv(env []string, token string) []string {
 		}
 	}
 	return append(out, TokenEnv+"="+token)
+}
+
+// containerStartTimeout bounds the creation of a container (containerd
+// and runc take tens of milliseconds; a stuck containerd must not hold a
+// worker slot forever).
+const containerStartTimeout = 60 * time.Second
+
+// runContainer is run for a GreengrassContainer worker: the same life, in
+// a container of its own. No pid file: the runner's Cleanup removes what a
+// previous daemon left in the namespace, and no cgroup of ours: the
+// container has its own.
+func (m *Manager) runContainer(w *worker) {
+	var (
+		sink   *logSink
+		out    *os.File
+		in     *os.File
+		setupE error
+		r      *container.Runner
+		p      *container.Process
+	)
+	if w.spec.LogFile != "" {
+		if sink, setupE = m.acquireSink(w.spec.LogFile, w.spec.MaxLogBytes); setupE == nil {
+			out, in, setupE = os.Pipe()
+		}
+	}
+	if setupE == nil {
+		if m.o.Containers == nil {
+			setupE = errors.New("GreengrassContainer isolation needs containerd, and the runtime has none configured")
+		} else {
+			r, setupE = m.o.Containers()
+		}
+	}
+	if setupE == nil {
+		uid, gid := effectiveIDs(w.spec)
+		cs := w.spec.Container
+		spec := container.Spec{
+			ID: string(w.id), Argv: w.spec.Argv, Env: workerEnv(w.spec.Env, w.token), Cwd: w.spec.Dir,
+			ReadOnlyBinds: cs.ReadOnlyBinds, UID: uid, GID: gid, Groups: cs.Groups, MemoryKB: w.spec.MemoryKB,
+			AccessSysfs: cs.AccessSysfs, Volumes: cs.Volumes, Devices: cs.Devices,
+		}
+		if in != nil {
+			spec.Stdout, spec.Stderr = in, in
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), containerStartTimeout)
+		p, setupE = r.Start(ctx, spec)
+		cancel()
+	}
+	if setupE != nil {
+		if in != nil {
+			in.Close()
+			out.Close()
+		}
+		if sink != nil {
+			m.releaseSink(sink)
+		}
+		m.mu.Lock()
+		w.exited = true
+		m.mu.Unlock()
+		m.gone(w, fmt.Errorf("start container worker of %s: %w", w.arn, setupE))
+		return
+	}
+	copied := make(chan struct{})
+	if out != nil {
+		go func() { copyLines(out, sink); close(copied) }()
+	} else {
+		close(copied)
+	}
+	m.mu.Lock()
+	w.pid, w.proc = p.Pid(), p
+	if w.stopping {
+		go p.Signal(syscall.SIGKILL)
+	}
+	m.mu.Unlock()
+	m.log.Debug("container worker started", "fn", w.arn, "worker", w.id, "pid", w.pid)
+
+	code, oom, waitErr := p.Wait()
+	m.mu.Lock()
+	w.exited = true
+	m.mu.Unlock()
+	if in != nil {
+		in.Close()
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
+			out.Close()
+			<-copied
+		}
+		out.Close()
+		m.releaseSink(sink)
+	}
+	m.mu.Lock()
+	err := containerExitError(w, code, oom, waitErr)
+	m.mu.Unlock()
+	m.gone(w, err)
+}
+
+// containerExitError is exitError for a container worker.
+func containerExitError(w *worker, code int, oom bool, waitErr error) error {
+	status := fmt.Sprintf("exit status %d", code)
+	if waitErr != nil {
+		status = waitErr.Error()
+	}
+	switch {
+	case oom:
+		return fmt.Errorf("worker %s of %s killed: %w (memory limit %d KB)", w.id, w.arn, ErrOutOfMemory, w.spec.MemoryKB)
+	case w.stopping && w.quiet:
+		return nil
+	case w.stopping:
+		return fmt.Errorf("worker %s of %s stopped: %s (%s)", w.id, w.arn, w.why, status)
+	case code == 0 && waitErr == nil:
+		return nil
+	default:
+		return fmt.Errorf("worker %s of %s exited unexpectedly: %s", w.id, w.arn, status)
+	}
 }

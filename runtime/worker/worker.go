@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/runtime/container"
 	"log/slog"
 	"os"
 	"reflect"
@@ -58,6 +59,20 @@ type Spec struct {
 	// MaxLogBytes caps LogFile (one rotation to LogFile.1); 0 = the
 	// manager's Options.MaxLogBytes.
 	MaxLogBytes int64
+	// Container runs the worker in a container (GreengrassContainer);
+	// nil runs it as a plain process (NoContainer).
+	Container *ContainerSpec
+}
+
+// ContainerSpec is what a GreengrassContainer worker gets besides a
+// process's settings (see package container).
+type ContainerSpec struct {
+	ReadOnlyBinds []string
+	AccessSysfs   bool
+	Volumes       []container.Mount
+	Devices       []container.Device
+	// Groups are the supplementary groups (GroupOwnerSetting).
+	Groups []int
 }
 
 // Options configure a Manager. Zero values take the defaults noted.
@@ -88,7 +103,10 @@ type Options struct {
 	// stopped while idle; it wraps ErrOutOfMemory after an OOM kill.
 	// Never called with the manager's lock held.
 	OnExit func(w dispatch.WorkerID, fn string, err error)
-	Log    *slog.Logger
+	// Containers returns the containerd runner for GreengrassContainer
+	// workers (nil: such workers fail to start with a clear error).
+	Containers func() (*container.Runner, error)
+	Log        *slog.Logger
 }
 
 // Info is one worker as the health API shows it.
@@ -144,6 +162,7 @@ type worker struct {
 	retired  bool   // its spec was replaced or removed
 	exited   bool   // reaped or about to be: never signal its pid again
 	killer   *time.Timer
+	proc     *container.Process // a GreengrassContainer worker's container
 }
 
 // Manager runs the workers. Its methods are safe for concurrent use and

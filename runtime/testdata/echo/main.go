@@ -19,6 +19,21 @@ func main() {
 		switch {
 		case p == "fail":
 			return nil, errors.New("asked to fail")
+		case p == "oom":
+			b := make([]byte, 256<<20) // past any test's memory limit
+			for i := range b {
+				if i%4096 == 0 {
+					b[i] = 1
+				}
+			}
+			return b[:1], nil
+		case p == "whoami":
+			f, err := os.Create("/usr/evergreen-write-test")
+			if err == nil {
+				f.Close()
+				return []byte(fmt.Sprintf("uid=%d rootfs=writable", os.Getuid())), nil
+			}
+			return []byte(fmt.Sprintf("uid=%d rootfs=read-only", os.Getuid())), nil
 		case strings.HasPrefix(p, "shadow:"):
 			return ggsdk.Default.Shadow(ctx, strings.TrimPrefix(p, "shadow:"), "get", nil)
 		case ctx.Subject() != "":

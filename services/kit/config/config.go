@@ -147,6 +147,7 @@ type Evergreen struct {
 	Certmgr    Certmgr    `json:"certmgr"`
 	IPDetector IPDetector `json:"ipdetector"`
 	Shadow     Shadow     `json:"shadow"`
+	Runtime    EvergreenRuntime `json:"runtime"`
 	// Connectivity are manual connectivity entries, offered to devices in
 	// discovery before the detected addresses (v1's UpdateConnectivityInfo).
 	Connectivity []ConnectivityEntry `json:"connectivity,omitempty"`
@@ -176,6 +177,14 @@ type IPDetector struct {
 	// AutoDetect offers the core's own addresses (AUTOIP_<ip>_<n>) to
 	// devices besides the manual connectivity entries.
 	AutoDetect bool `json:"autoDetect"`
+}
+
+// EvergreenRuntime configures the runtime beyond v1's runtime block.
+type EvergreenRuntime struct {
+	// ContainerdAddress is the containerd socket GreengrassContainer
+	// functions run through (default /run/containerd/containerd.sock;
+	// $EVERGREEN_CONTAINERD_SOCKET overrides it).
+	ContainerdAddress string `json:"containerdAddress"`
 }
 
 // Shadow configures the local shadow service.
@@ -312,6 +321,7 @@ func Default() *Config {
 			},
 			IPDetector: IPDetector{AutoDetect: true},
 			Shadow:     Shadow{MaxStateBytes: 8192},
+			Runtime:    EvergreenRuntime{ContainerdAddress: "/run/containerd/containerd.sock"},
 			Logging: Logging{
 				Level:        "info",
 				MaxFileBytes: 1 << 20,

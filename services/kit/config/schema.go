@@ -579,6 +579,9 @@ func evergreenFields(eg *Evergreen) []field {
 		{"ipdetector", &object{fields: func() []field {
 			return []field{{"autoDetect", &boolean{&eg.IPDetector.AutoDetect}}}
 		}}},
+		{"runtime", &object{fields: func() []field {
+			return []field{{"containerdAddress", requiredText(&eg.Runtime.ContainerdAddress, "an absolute path to a unix socket", absolutePath)}}
+		}}},
 		{"shadow", &object{fields: func() []field {
 			return []field{{"maxStateBytes", intRange(&eg.Shadow.MaxStateBytes, 1024, 30720)}}
 		}}},
@@ -616,3 +619,4 @@ func evergreenFields(eg *Evergreen) []field {
 		{"daemons", &textList{p: &eg.Daemons, valid: oneOf(knownDaemons...)}},
 	}
 }
+
