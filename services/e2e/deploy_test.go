@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/runtime/container/containerdtest"
 	"github.com/evergreen-edge/evergreen/services/internal/suitetest"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 )
@@ -74,7 +75,24 @@ func currentDeployment(t *testing.T, root layout.Root) string {
 // The whole deploy path with real processes: deploy with ggctl, restart the
 // suite, the group is still in force; a deployment certmgr refuses leaves
 // the previous group in force; reset removes it.
+// needContainerd gives the suite a real containerd for the example's
+// GreengrassContainer function ($EVERGREEN_CONTAINERD_SOCKET, inherited
+// by ggd and its runtime).
+func needContainerd(t *testing.T) {
+	t.Helper()
+	socket, stop, err := containerdtest.Start()
+	if err != nil {
+		if suitetest.RequireAll() {
+			t.Fatalf("containerd: %v (EVERGREEN_REQUIRE_ALL is set)", err)
+		}
+		t.Skipf("containerd: %v", err)
+	}
+	t.Cleanup(stop)
+	t.Setenv("EVERGREEN_CONTAINERD_SOCKET", socket)
+}
+
 func TestDeploySurvivesRestartAndRefusalKeepsPrevious(t *testing.T) {
+	needContainerd(t)
 	root := suitetest.ShortRoot(t)
 	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
 		cfg["coreThing"] = map[string]any{"thingArn": "arn:aws:iot:us-east-1:123456789012:thing/evergreen-core"}
@@ -85,6 +103,9 @@ func TestDeploySurvivesRestartAndRefusalKeepsPrevious(t *testing.T) {
 	}
 
 	group := exampleGroup(t)
+	// A copy elsewhere: its relative CodeUri must still find the code.
+	repo, _ := suitetest.RepoRoot()
+	group = bytes.Replace(group, []byte(`"CodeUri": "function"`), []byte(`"CodeUri": "`+filepath.Join(repo, "examples", "hello-world", "function")+`"`), 1)
 	gf := filepath.Join(t.TempDir(), "group.json")
 	os.WriteFile(gf, group, 0o600)
 	r := ggctl(t, root, "deploy", gf)

@@ -10,6 +10,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/bus"
 	"github.com/evergreen-edge/evergreen/services/ipdetector"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/runtime"
 	"github.com/evergreen-edge/evergreen/shadow"
 )
 
@@ -20,6 +21,7 @@ func Specs() []daemon.Spec {
 		broker.Spec(),
 		ipdetector.Spec(),
 		shadow.Spec(),
+		runtime.Spec(),
 	}
 	var consumers []string
 	for _, s := range members {

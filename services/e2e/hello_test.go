@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evergreen-edge/evergreen/services/internal/suitetest"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
+)
+
+// The README's quick start with real processes: make run's suite, the
+// hello-world example deployed (a pinned Python function written against
+// the v1 SDK, in a GreengrassContainer through containerd, as nobody),
+// device sensor-1 pings it over MQTT and gets the pong, and its shadow
+// answers through the example's routes.
+func TestHelloWorldExample(t *testing.T) {
+	needContainerd(t)
+	root := suitetest.ShortRoot(t)
+	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
+		cfg["coreThing"] = map[string]any{"thingArn": "arn:aws:iot:us-east-1:123456789012:thing/evergreen-core"}
+	})
+	s := suitetest.Start(t, root)
+	sensor := createDevice(t, root, "sensor-1")
+	repo, _ := suitetest.RepoRoot()
+	group := exampleGroup(t)
+	group = bytes.Replace(group, []byte(`"CodeUri": "function"`), []byte(`"CodeUri": "`+filepath.Join(repo, "examples", "hello-world", "function")+`"`), 1)
+	group = bytes.Replace(group, []byte("75fcce4506e2b49c935ad64e43250abe43de607c55200dc94f52c7bf2e180e4d"), []byte(sensor.certID), 1)
+	gf := filepath.Join(t.TempDir(), "group.json")
+	os.WriteFile(gf, group, 0o600)
+	if r := ggctl(t, root, "deploy", gf); r.code != 0 {
+		t.Fatalf("deploy: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	bustest.CheckFor(t, waitLimit, 100*time.Millisecond, func() error {
+		r := ggctl(t, root, "fn", "workers", "hello-world")
+		if !strings.Contains(r.stdout, "Waiting") && !strings.Contains(r.stdout, "Initialized") {
+			return fmt.Errorf("fn workers: %s%s", r.stdout, r.stderr)
+		}
+		return nil
+	})
+
+	c, in := pahoDevice(t, s.Endpoints().MQTT, sensor, "#")
+	pahoPublish(t, c, "hello/sensor-1/ping", `{"n":1}`)
+	pong := in.wait(t, "hello/sensor-1/pong", 1)
+	var got struct {
+		Pong map[string]any `json:"pong"`
+	}
+	if err := json.Unmarshal([]byte(pong[0]), &got); err != nil || fmt.Sprint(got.Pong["n"]) != "1" {
+		t.Fatalf("pong = %s (%v)", pong[0], err)
+	}
+	pahoPublish(t, c, "$aws/things/sensor-1/shadow/update", `{"state":{"reported":{"online":true}}}`)
+	acc := in.wait(t, "$aws/things/sensor-1/shadow/update/accepted", 1)
+	if jsonAt(t, acc[0], "state", "reported", "online") != true {
+		t.Fatalf("shadow accepted = %s", acc[0])
+	}
+	// The function runs as nobody in its container and logs to its file.
+	r := ggctl(t, root, "fn", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "GreengrassContainer") {
+		t.Fatalf("fn list: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+}
