@@ -7,10 +7,10 @@ import (
 	"github.com/evergreen-edge/evergreen/broker"
 	"github.com/evergreen-edge/evergreen/certmgr"
 	"github.com/evergreen-edge/evergreen/deployagent"
+	"github.com/evergreen-edge/evergreen/runtime"
 	"github.com/evergreen-edge/evergreen/services/bus"
 	"github.com/evergreen-edge/evergreen/services/ipdetector"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
-	"github.com/evergreen-edge/evergreen/runtime"
 	"github.com/evergreen-edge/evergreen/shadow"
 )
 

@@ -143,10 +143,10 @@ type System struct {
 
 // Evergreen holds the settings v1 has no key for.
 type Evergreen struct {
-	Listen     Listen     `json:"listen"`
-	Certmgr    Certmgr    `json:"certmgr"`
-	IPDetector IPDetector `json:"ipdetector"`
-	Shadow     Shadow     `json:"shadow"`
+	Listen     Listen           `json:"listen"`
+	Certmgr    Certmgr          `json:"certmgr"`
+	IPDetector IPDetector       `json:"ipdetector"`
+	Shadow     Shadow           `json:"shadow"`
 	Runtime    EvergreenRuntime `json:"runtime"`
 	// Connectivity are manual connectivity entries, offered to devices in
 	// discovery before the detected addresses (v1's UpdateConnectivityInfo).

@@ -619,4 +619,3 @@ func evergreenFields(eg *Evergreen) []field {
 		{"daemons", &textList{p: &eg.Daemons, valid: oneOf(knownDaemons...)}},
 	}
 }
-
