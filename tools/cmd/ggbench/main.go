@@ -30,6 +30,7 @@ func main() {
 	devices := flag.Int("devices", 50, "devices in the MQTT fan-in/fan-out scenarios")
 	loadFor := flag.Duration("load", 5*time.Second, "duration of each MQTT load scenario")
 	shadowOnly := flag.Bool("shadow", false, "run only the shadow scenarios")
+	runtimeOnly := flag.Bool("runtime", false, "run only the runtime (function) scenarios")
 	things := flag.Int("things", 100, "things (devices) in the shadow round-trip scenario")
 	flag.Parse()
 	ggd, err := filepath.Abs(filepath.Join(*bin, "ggd"))
@@ -53,6 +54,10 @@ func main() {
 	}
 	if *shadowOnly {
 		shadowBench(ggd, *things, *loadFor)
+		return
+	}
+	if *runtimeOnly {
+		runtimeBench(ggd, *loadFor)
 		return
 	}
 
@@ -132,6 +137,9 @@ func main() {
 
 	// 5. The shadow service against raw badger.
 	shadowBench(ggd, *things, *loadFor)
+
+	// 6. Functions: round trips, cold starts, invocations per second.
+	runtimeBench(ggd, *loadFor)
 }
 
 func peerName(m string) string {
