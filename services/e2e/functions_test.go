@@ -32,7 +32,7 @@ func TestFunctionsThroughRouting(t *testing.T) {
 			"Evergreen":             map[string]any{"Runtime": runtime, "Handler": handler, "CodeUri": filepath.Join(fnDir, name)}}
 	}
 	g := map[string]any{
-		"Core": map[string]any{"Cores": []any{map[string]any{"Id": "core", "ThingArn": thing("test-core"), "CertificateArn": acct + "cert/" + strings.Repeat("ab", 32)}}},
+		"Core":    map[string]any{"Cores": []any{map[string]any{"Id": "core", "ThingArn": thing("test-core"), "CertificateArn": acct + "cert/" + strings.Repeat("ab", 32)}}},
 		"Devices": map[string]any{"Devices": []any{map[string]any{"Id": "dev", "ThingArn": thing("dev"), "CertificateArn": acct + "cert/" + dev.certID}}},
 		"Functions": map[string]any{
 			"DefaultConfig": map[string]any{"Execution": map[string]any{"IsolationMode": "NoContainer"}},
