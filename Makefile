@@ -14,7 +14,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.1
 STATICCHECK_VERSION := v0.7.0
 
-.PHONY: all build run test test-short lint bench proto proto-check tools compose-up compose-down image clean
+.PHONY: all build run test test-short lint bench proto proto-check tools compose-up compose-down image clean examples
 
 all: build
 
@@ -25,6 +25,10 @@ build:
 
 run: build
 	./bin/ggd --root ./var
+
+# The example functions that need building (examples/echo-go).
+examples:
+	$(GO) build -trimpath -o examples/echo-go/function/echo-go ./examples/echo-go
 
 # Every test of every module, with the race detector (race needs cgo).
 # The integration tests exec bin/ggd and bin/ggctl, so build them first.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,5 +63,44 @@ func TestHelloWorldExample(t *testing.T) {
 	r := ggctl(t, root, "fn", "list")
 	if r.code != 0 || !strings.Contains(r.stdout, "GreengrassContainer") {
 		t.Fatalf("fn list: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// The echo-go example: an on-demand Go function answers a device.
+func TestEchoGoExample(t *testing.T) {
+	root := suitetest.ShortRoot(t)
+	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
+		cfg["coreThing"] = map[string]any{"thingArn": "arn:aws:iot:us-east-1:123456789012:thing/evergreen-core"}
+	})
+	s := suitetest.Start(t, root)
+	repo, _ := suitetest.RepoRoot()
+	code := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(code, "echo-go"), "./examples/echo-go")
+	build.Dir = repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build echo-go: %v\n%s", err, out)
+	}
+	os.Chmod(code, 0o755)
+	sensor := createDevice(t, root, "sensor-1")
+	group, err := os.ReadFile(filepath.Join(repo, "examples", "echo-go", "group.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	group = bytes.Replace(group, []byte(`"CodeUri": "function"`), []byte(`"CodeUri": "`+code+`"`), 1)
+	group = bytes.Replace(group, []byte("75fcce4506e2b49c935ad64e43250abe43de607c55200dc94f52c7bf2e180e4d"), []byte(sensor.certID), 1)
+	gf := filepath.Join(t.TempDir(), "group.json")
+	os.WriteFile(gf, group, 0o600)
+	if r := ggctl(t, root, "deploy", gf); r.code != 0 {
+		t.Fatalf("deploy: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	c, in := pahoDevice(t, s.Endpoints().MQTT, sensor, "echo/#")
+	pahoPublish(t, c, "echo/sensor-1/in", "hi")
+	out := in.wait(t, "echo/sensor-1/out", 1)
+	if jsonAt(t, out[0], "echo") != "hi" {
+		t.Fatalf("echo = %s", out[0])
+	}
+	if r := ggctl(t, root, "fn", "invoke", "echo-go", "direct"); r.code != 0 || r.stdout != "direct\n" {
+		t.Fatalf("fn invoke: %d %q %s", r.code, r.stdout, r.stderr)
 	}
 }
