@@ -22,6 +22,7 @@ build:
 	@mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ggd ./services/cmd/ggd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ggctl ./tools/cmd/ggctl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ggd-containerd ./runtime/cmd/ggd-containerd
 
 run: build
 	./bin/ggd --root ./var

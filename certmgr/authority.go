@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -177,11 +176,24 @@ func (s *Service) loadCore(now time.Time) error {
 	return nil
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
+// isDNSLabel is ^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$, by hand (a
+// compiled regexp costs heap in every process of the multi-call ggd).
+func isDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 func coreDNSNames(thing string, hostNames []string) []string {
 	names := []string{"localhost"}
-	if dnsLabel.MatchString(thing) {
+	if isDNSLabel(thing) {
 		names = append(names, thing)
 	}
 	for _, h := range hostNames {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/evergreen-edge/evergreen/services/kit/arn"
@@ -20,7 +19,30 @@ import (
 // naming the certificate to put in the group. (The group's core thing is
 // checked by the deployagent before any daemon is asked.)
 
-var certID = regexp.MustCompile(`^arn:aws[a-z-]*:iot:[^:]*:[^:]*:cert/([0-9a-f]{64})$`)
+// certIDOf returns the 64-hex id of an AWS IoT certificate ARN
+// (^arn:aws[a-z-]*:iot:[^:]*:[^:]*:cert/([0-9a-f]{64})$, lower case), or
+// "". By hand: a compiled regexp costs heap in every process of ggd.
+func certIDOf(a string) string {
+	parts := strings.Split(a, ":")
+	if len(parts) != 6 || parts[0] != "arn" || !strings.HasPrefix(parts[1], "aws") || parts[2] != "iot" {
+		return ""
+	}
+	for _, c := range parts[1][3:] {
+		if !(c >= 'a' && c <= 'z' || c == '-') {
+			return ""
+		}
+	}
+	id, ok := strings.CutPrefix(parts[5], "cert/")
+	if !ok || len(id) != 64 {
+		return ""
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	return id
+}
 
 // followGroup checks the group in force and answers later deployments.
 func (s *Service) followGroup() error {
@@ -65,11 +87,11 @@ func (s *Service) checkGroup(g *groupdef.Group) error {
 			if !ok {
 				continue
 			}
-			m := certID.FindStringSubmatch(strings.ToLower(d.CertificateArn))
-			if m == nil {
+			id := certIDOf(strings.ToLower(d.CertificateArn))
+			if id == "" {
 				continue // not an AWS certificate id: nothing to compare
 			}
-			if m[1] != reg.Fingerprint {
+			if id != reg.Fingerprint {
 				errs = append(errs, fmt.Errorf("Devices[%d].CertificateArn: device %q is registered here with another certificate; its CertificateArn must end in cert/%s", i, name, reg.Fingerprint))
 			}
 		}

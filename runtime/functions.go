@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/evergreen-edge/evergreen/runtime/code"
-	"github.com/evergreen-edge/evergreen/runtime/container"
+	"github.com/evergreen-edge/evergreen/runtime/containerapi"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 	"github.com/evergreen-edge/evergreen/runtime/worker"
 	"github.com/evergreen-edge/evergreen/services/kit/arn"
@@ -197,7 +197,7 @@ func containerSpec(g *groupdef.Group, cfg *groupdef.FunctionConfiguration, binds
 		switch rd := r.ResourceDataContainer; {
 		case rd.LocalDeviceResourceData != nil:
 			source, owner = rd.LocalDeviceResourceData.SourcePath, rd.LocalDeviceResourceData.GroupOwnerSetting
-			cs.Devices = append(cs.Devices, container.Device{Path: source, ReadOnly: ro})
+			cs.Devices = append(cs.Devices, containerapi.Device{Path: source, ReadOnly: ro})
 		case rd.LocalVolumeResourceData != nil:
 			v := rd.LocalVolumeResourceData
 			source, owner = v.SourcePath, v.GroupOwnerSetting
@@ -205,7 +205,7 @@ func containerSpec(g *groupdef.Group, cfg *groupdef.FunctionConfiguration, binds
 			if dest == "" {
 				dest = v.SourcePath
 			}
-			cs.Volumes = append(cs.Volumes, container.Mount{Source: v.SourcePath, Dest: dest, ReadOnly: ro})
+			cs.Volumes = append(cs.Volumes, containerapi.Mount{Source: v.SourcePath, Dest: dest, ReadOnly: ro})
 		default:
 			continue // machine-learning and secret resources: not local mounts
 		}

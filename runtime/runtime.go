@@ -15,13 +15,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
 
 	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
-	"github.com/evergreen-edge/evergreen/runtime/container"
+	"github.com/evergreen-edge/evergreen/runtime/container/remote"
+	"github.com/evergreen-edge/evergreen/runtime/containerapi"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 	"github.com/evergreen-edge/evergreen/runtime/ipc"
 	"github.com/evergreen-edge/evergreen/runtime/worker"
@@ -95,7 +97,7 @@ type Service struct {
 	// function first needs it (a core without such functions never talks
 	// to containerd).
 	runnerMu sync.Mutex
-	runner   *container.Runner
+	runner   *remote.Client
 
 	mu        sync.Mutex
 	group     *groupdef.Group
@@ -280,9 +282,11 @@ func (s *Service) openPaths() error {
 	return nil
 }
 
-// containers returns the containerd runner, connecting (and removing what
-// a previous runtime left in the namespace) on first use.
-func (s *Service) containers() (*container.Runner, error) {
+// containers returns the runner of GreengrassContainer processes: the
+// ggd-containerd helper (next to ggd, or $EVERGREEN_CONTAINERD_HELPER),
+// started on first use; it removes what a previous runtime left in the
+// namespace before it answers.
+func (s *Service) containers() (containerapi.Runner, error) {
 	s.runnerMu.Lock()
 	defer s.runnerMu.Unlock()
 	if s.runner != nil {
@@ -292,17 +296,39 @@ func (s *Service) containers() (*container.Runner, error) {
 	if a := os.Getenv("EVERGREEN_CONTAINERD_SOCKET"); a != "" {
 		addr = a
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	r, err := container.New(ctx, container.Options{Address: addr, Log: s.log.With("component", "containers")})
+	if _, err := os.Stat(addr); err != nil {
+		return nil, fmt.Errorf("containerd socket %s: %w", addr, err)
+	}
+	helper, err := containerHelper()
 	if err != nil {
 		return nil, err
 	}
-	if n, err := r.Cleanup(ctx); err != nil {
-		s.log.Warn("remove containers left by a previous runtime", "err", err)
-	} else if n > 0 {
-		s.log.Info("removed containers left by a previous runtime", "containers", n)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	r, err := remote.Start(ctx, helper, []string{"--address", addr}, s.log.With("component", "containers"))
+	if err != nil {
+		return nil, err
 	}
 	s.runner = r
 	return r, nil
+}
+
+// HelperName is the GreengrassContainer helper binary, installed next to
+// ggd.
+const HelperName = "ggd-containerd"
+
+func containerHelper() (string, error) {
+	if p := os.Getenv("EVERGREEN_CONTAINERD_HELPER"); p != "" {
+		return p, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), HelperName)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(HelperName); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("the %s helper is not installed next to ggd (make build puts it in bin/)", HelperName)
 }

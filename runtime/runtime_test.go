@@ -371,6 +371,13 @@ func TestContainerFunction(t *testing.T) {
 	}
 	t.Cleanup(stop)
 	t.Setenv("EVERGREEN_CONTAINERD_SOCKET", socket)
+	helper := filepath.Join(t.TempDir(), runtime.HelperName)
+	build := exec.Command("go", "build", "-o", helper, "./cmd/ggd-containerd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", runtime.HelperName, err, out)
+	}
+	t.Setenv("EVERGREEN_CONTAINERD_HELPER", helper)
 	g := strings.Replace(echoGroup(buildEcho(t), true), `"IsolationMode":"NoContainer"`, `"IsolationMode":"GreengrassContainer"`, 1)
 	g = strings.Replace(g, `"Timeout":3,`, `"Timeout":10,"MemorySize":65536,`, 1)
 	r := startRuntime(t, g)

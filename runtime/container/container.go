@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	"github.com/evergreen-edge/evergreen/runtime/containerapi"
 )
 
 // Defaults of Options.
@@ -48,49 +49,12 @@ type Options struct {
 	Log     *slog.Logger
 }
 
-// Mount is a host path bound into the container (LocalVolumeResourceData).
-type Mount struct {
-	Source, Dest string
-	ReadOnly     bool
-}
-
-// Device is a host device node made reachable in the container at the same
-// path (LocalDeviceResourceData).
-type Device struct {
-	Path     string
-	ReadOnly bool
-}
-
-// Spec is one container process.
-type Spec struct {
-	// ID is the container's id, unique in the namespace (the worker id).
-	ID string
-	// Argv is the command line; Argv[0] without a slash is looked up in
-	// Env's PATH (a default PATH is added when Env has none).
-	Argv []string
-	Env  []string
-	// Cwd is the working directory inside the container ("/" when empty).
-	Cwd string
-	// ReadOnlyBinds are host paths bound read-only at the same path: the
-	// function's code and the language shims (needed under /tmp, which is
-	// private; elsewhere they are visible anyway, read-only).
-	ReadOnlyBinds []string
-	// UID and GID are the RunAs identity; Groups the supplementary groups
-	// (GroupOwnerSetting of the function's resources). Nothing else.
-	UID, GID int
-	Groups   []int
-	// MemoryKB is MemorySize: memory and memory+swap limit; 0 = none.
-	MemoryKB int
-	// AccessSysfs mounts /sys read-only; without it /sys is empty.
-	AccessSysfs bool
-	// Volumes are the LocalVolumeResourceData of the function.
-	Volumes []Mount
-	// Devices are the LocalDeviceResourceData of the function: each gets
-	// a device cgroup rule and a bind mount.
-	Devices []Device
-	// Stdout and Stderr receive the process's output; nil = discarded.
-	Stdout, Stderr io.Writer
-}
+// The settings are package containerapi's, shared with the runtime.
+type (
+	Mount  = containerapi.Mount
+	Device = containerapi.Device
+	Spec   = containerapi.Spec
+)
 
 // Runner starts containers in one containerd namespace.
 type Runner struct {

@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/evergreen-edge/evergreen/runtime/container"
+	"github.com/evergreen-edge/evergreen/runtime/containerapi"
 	"golang.org/x/sys/unix"
 )
 
@@ -248,8 +248,8 @@ func (m *Manager) runContainer(w *worker) {
 		out    *os.File
 		in     *os.File
 		setupE error
-		r      *container.Runner
-		p      *container.Process
+		r      containerapi.Runner
+		p      containerapi.Process
 	)
 	if w.spec.LogFile != "" {
 		if sink, setupE = m.acquireSink(w.spec.LogFile, w.spec.MaxLogBytes); setupE == nil {
@@ -266,7 +266,7 @@ func (m *Manager) runContainer(w *worker) {
 	if setupE == nil {
 		uid, gid := effectiveIDs(w.spec)
 		cs := w.spec.Container
-		spec := container.Spec{
+		spec := containerapi.Spec{
 			ID: string(w.id), Argv: w.spec.Argv, Env: workerEnv(w.spec.Env, w.token), Cwd: w.spec.Dir,
 			ReadOnlyBinds: cs.ReadOnlyBinds, UID: uid, GID: gid, Groups: cs.Groups, MemoryKB: w.spec.MemoryKB,
 			AccessSysfs: cs.AccessSysfs, Volumes: cs.Volumes, Devices: cs.Devices,

@@ -12,7 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/evergreen-edge/evergreen/runtime/container"
+	"github.com/evergreen-edge/evergreen/runtime/containerapi"
 	"log/slog"
 	"os"
 	"reflect"
@@ -69,8 +69,8 @@ type Spec struct {
 type ContainerSpec struct {
 	ReadOnlyBinds []string
 	AccessSysfs   bool
-	Volumes       []container.Mount
-	Devices       []container.Device
+	Volumes       []containerapi.Mount
+	Devices       []containerapi.Device
 	// Groups are the supplementary groups (GroupOwnerSetting).
 	Groups []int
 }
@@ -105,7 +105,7 @@ type Options struct {
 	OnExit func(w dispatch.WorkerID, fn string, err error)
 	// Containers returns the containerd runner for GreengrassContainer
 	// workers (nil: such workers fail to start with a clear error).
-	Containers func() (*container.Runner, error)
+	Containers func() (containerapi.Runner, error)
 	Log        *slog.Logger
 }
 
@@ -162,7 +162,7 @@ type worker struct {
 	retired  bool   // its spec was replaced or removed
 	exited   bool   // reaped or about to be: never signal its pid again
 	killer   *time.Timer
-	proc     *container.Process // a GreengrassContainer worker's container
+	proc     containerapi.Process // a GreengrassContainer worker's container
 }
 
 // Manager runs the workers. Its methods are safe for concurrent use and
