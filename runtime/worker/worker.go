@@ -143,6 +143,10 @@ type function struct {
 	restart  *time.Timer
 	failures int
 	last     dispatch.WorkerID
+	// lastFailedInit: the last worker exited after reporting
+	// FailedInitialization; the health API keeps saying so until the
+	// next worker starts (an import error is what a user looks for).
+	lastFailedInit bool
 }
 
 type worker struct {
@@ -557,7 +561,10 @@ func (m *Manager) Workers() []Info {
 			continue
 		}
 		info := Info{FuncArn: arn, WorkerID: f.last, WorkerState: StateNotStarted}
-		if f.last != "" {
+		switch {
+		case f.lastFailedInit:
+			info.WorkerState = StateFailedInitialization
+		case f.last != "":
 			info.WorkerState = StateTerminated
 		}
 		out = append(out, info)
@@ -634,11 +641,13 @@ func (m *Manager) gone(w *worker, err error) {
 	m.mu.Lock()
 	delete(m.workers, w.id)
 	delete(m.tokens, w.token)
+	failedInit := w.state == StateFailedInitialization
 	w.state = StateTerminated
 	if w.killer != nil {
 		w.killer.Stop()
 	}
 	if f := m.funcs[w.arn]; f != nil {
+		f.lastFailedInit = failedInit
 		delete(f.workers, w)
 		if f.spec.Pinned && len(f.workers) == 0 && f.restart == nil && !m.closed {
 			m.restartLocked(f, w)

@@ -854,3 +854,24 @@ func TestKilledPinnedWorkerRestartsWithoutBackoff(t *testing.T) {
 		t.Fatalf("crashed pinned worker restarted before its backoff: %+v", got)
 	}
 }
+
+// A pinned worker that reported FailedInitialization and exited (an import
+// error) stays FailedInitialization in the health API while it waits for
+// its restart, not Terminated: that is what a user looks for.
+func TestFailedInitializationVisibleDuringBackoff(t *testing.T) {
+	m, rec, _ := newManager(t, Options{AllowRoot: true, RestartBackoff: 2 * time.Second, MaxRestartBackoff: 5 * time.Second})
+	const fn = "arn:aws:lambda:us-east-1:123456789012:function:broken:1"
+	spec := shSpec(fn, "exec sleep 1000")
+	spec.Pinned = true
+	if err := m.SetFunctions([]Spec{spec}); err != nil {
+		t.Fatal(err)
+	}
+	w := waitNew(t, m, fn)
+	m.SetState(w.WorkerID, StateFailedInitialization)
+	syscall.Kill(w.ProcessID, syscall.SIGKILL)
+	rec.waitExit(t, w.WorkerID)
+	ws := m.Workers()
+	if len(ws) != 1 || ws[0].WorkerState != StateFailedInitialization || ws[0].ProcessID != 0 {
+		t.Fatalf("during the backoff Workers() = %+v, want FailedInitialization", ws)
+	}
+}
