@@ -78,8 +78,13 @@ func (y *syncer) cloudRequest(k store.Key, op string, payload []byte) {
 	})
 }
 
-// ask sends /get for k unless one is in flight (force: always).
+// ask sends /get for k unless one is in flight (force: always). Without
+// a cloud (no coreThing.iotHost) nothing is sent: the broker would only
+// drop it, and count it as a message lost for the cloud.
 func (y *syncer) ask(k store.Key, force bool) {
+	if y.s.env.Config.CoreThing.IotHost == "" {
+		return
+	}
 	now := time.Now()
 	y.mu.Lock()
 	if t, ok := y.asked[k]; ok && !force && now.Sub(t) < getRetryAfter {
@@ -98,7 +103,7 @@ func (y *syncer) push(k store.Key, _ *record) { y.ask(k, false) }
 // each synced thing and every named shadow stored for it.
 func (y *syncer) resyncAll(why string) {
 	ts := y.s.things.Load()
-	if len(ts.synced) == 0 {
+	if len(ts.synced) == 0 || y.s.env.Config.CoreThing.IotHost == "" {
 		return
 	}
 	var keys []store.Key
