@@ -33,6 +33,9 @@ type tlsListener struct {
 	closed func(net.Conn)
 	// refused counts handshakes refused for want of a client certificate.
 	refused *atomic.Uint64
+	// disconnectAll, when set, replaces mochi's closeClients at Close (see
+	// Close).
+	disconnectAll func(listener string)
 
 	ln   net.Listener
 	sem  chan struct{}
@@ -129,6 +132,15 @@ func (l *tlsListener) Close(closeClients listeners.CloseFn) {
 		l.end.Store(true)
 		if l.ln != nil {
 			l.ln.Close()
+		}
+		// mochi 2.7.9's closeClients takes its clients' read lock twice
+		// (GetByListener calls Len under RLock): a client that disconnects
+		// at that moment queues a writer between the two and both wait
+		// forever (seen in CI: the broker's Stop hung). Our own walk takes
+		// the lock once.
+		if l.disconnectAll != nil {
+			l.disconnectAll(l.id)
+			return
 		}
 		closeClients(l.id)
 	})

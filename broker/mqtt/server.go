@@ -260,6 +260,13 @@ func (s *Server) Start() error {
 		id: "mqtts", address: s.cfg.Address, cfg: TLSConfig(s.cfg.Cert), log: s.log, limits: s.cfg.Limits,
 		refused: &s.refusedConns,
 		closed:  func(c net.Conn) { s.conns.Delete(c) },
+		disconnectAll: func(listener string) {
+			for _, cl := range s.mochi.Clients.GetAll() {
+				if cl.Net.Listener == listener && !cl.Closed() {
+					_ = s.mochi.DisconnectClient(cl, packets.ErrServerShuttingDown)
+				}
+			}
+		},
 	}
 	if err := s.mochi.AddListener(s.ln); err != nil {
 		return fmt.Errorf("MQTT listener %s: %w", s.cfg.Address, err)
