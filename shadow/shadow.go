@@ -8,7 +8,6 @@ package shadow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -239,5 +238,3 @@ func (s *Service) setGroup(g *groupdef.Group) {
 
 func (s *Service) known(thing string) bool  { return s.things.Load().all[thing] }
 func (s *Service) synced(thing string) bool { return s.things.Load().synced[thing] }
-
-var errStopped = errors.New("shadow service is stopping")

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -106,14 +105,6 @@ func setup() (stop func(), err error) {
 	socket, stopContainerd, err = containerdtest.Start()
 	cleanups = append(cleanups, stopContainerd)
 	return stop, err
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return strings.TrimSpace(string(b))
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

@@ -55,12 +55,11 @@ type env struct {
 	addr string
 	d    *dispatch.Dispatcher
 
-	mu       sync.Mutex
-	routed   []string // caller|clientContext|payload of GGRouter invocations
-	inits    []string
-	logs     []string
-	health   []WorkerInfo
-	maxItems int
+	mu     sync.Mutex
+	routed []string // caller|clientContext|payload of GGRouter invocations
+	inits  []string
+	logs   []string
+	health []WorkerInfo
 }
 
 func newEnv(t *testing.T, maxItems int) *env {
@@ -554,6 +553,7 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("POST %s", body)
 	}
 	resp, body = e.do(t, "POST", path, "", nil, []byte(`{"FuncArns":["arn:aws:lambda:us-east-1:123456789012:function:Unknown:1"]}`))
+	wantStatus(t, resp, body, http.StatusOK)
 	if !strings.Contains(string(body), `"Workers":[],"InvalidArns":["arn:aws:lambda:us-east-1:123456789012:function:Unknown:1"]`) {
 		t.Fatalf("POST unknown %s", body)
 	}
