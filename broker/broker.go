@@ -58,6 +58,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 				subjects.DeployApply(Name),
 				"evergreen.certmgr.events.>",
 				subjects.RuntimePublish,
+				subjects.RuntimeRoutePlan,
 				subjects.ShadowPublish,
 				subjects.ShadowCloud,
 			},

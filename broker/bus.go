@@ -26,6 +26,7 @@ func (s *Service) followBus() error {
 		handle  nats.MsgHandler
 	}{
 		{subjects.RuntimePublish, s.onRuntimePublish},
+		{subjects.RuntimeRoutePlan, s.onRoutePlan},
 		{subjects.ShadowPublish, s.onShadowPublish},
 		{subjects.ShadowCloud, s.onShadowCloud},
 		{"evergreen.certmgr.events.>", s.onCertmgrEvent},
@@ -48,19 +49,107 @@ func (s *Service) followBus() error {
 // function or connector is refused.
 func (s *Service) onRuntimePublish(msg *nats.Msg) {
 	rm := &brokerv1.RoutedMessage{}
-	if err := proto.Unmarshal(msg.Data, rm); err != nil {
-		s.reject(msg.Subject, "malformed RoutedMessage: "+err.Error())
+	src, err := s.runtimeSource(rm, msg.Data)
+	if err != nil {
+		s.reject(msg.Subject, err.Error())
 		return
+	}
+	if len(rm.GetTargets()) > 0 {
+		s.committed(msg.Subject, src, rm)
+		return
+	}
+	s.fromBus(msg.Subject, src, rm)
+}
+
+// onRoutePlan answers the runtime's plan request for a publish with
+// queueFullPolicy AllOrError: every target of the table and those whose
+// queue has no room now (a device's write queue, the cloud spool under
+// RefuseNew). The runtime's own targets (functions, connectors) are its to
+// check, and the shadow service's bus subject is never full. Nothing is
+// delivered here; see committed.
+func (s *Service) onRoutePlan(msg *nats.Msg) {
+	rm := &brokerv1.RoutedMessage{}
+	plan := &brokerv1.RoutePlan{}
+	src, err := s.runtimeSource(rm, msg.Data)
+	if err == nil {
+		err = checkMessage(rm.GetTopic(), rm.GetPayload(), rm.GetQos())
+	}
+	if err != nil {
+		// No responder error for the runtime would hide the reason: a
+		// plan naming no target has nothing to refuse, so the runtime
+		// would go on; say why through a full target without a name.
+		s.reject(msg.Subject, err.Error())
+		plan.Full = append(plan.Full, &brokerv1.FullTarget{Reason: err.Error()})
+	} else {
+		m := message{src: src, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: byte(rm.GetQos())}
+		s.router.Table().Route(src, m.topic, func(dst router.Endpoint) {
+			plan.Targets = append(plan.Targets, endpointProto(dst))
+			if err := s.room(dst, &m); err != nil {
+				plan.Full = append(plan.Full, &brokerv1.FullTarget{Target: endpointProto(dst), Reason: err.Error()})
+			}
+		})
+	}
+	b, _ := proto.Marshal(plan)
+	if err := msg.Respond(b); err != nil {
+		s.log.Warn("route plan: reply failed", "err", err)
+	}
+}
+
+// room reports whether deliver would queue m for dst now.
+func (s *Service) room(dst router.Endpoint, m *message) error {
+	switch dst.Kind {
+	case router.KindDevice:
+		return s.mqtt.Room(dst.Name, mqtt.Message{Topic: m.topic, Payload: m.payload, QoS: m.qos})
+	case router.KindCloud:
+		if s.cloud == nil {
+			return nil // dropped without a cloud whatever the policy: no queue to be full
+		}
+		return s.cloud.Room(m.topic, len(m.payload))
+	}
+	return nil
+}
+
+// committed delivers a message whose targets the runtime took from a
+// RoutePlan: to each of them but the runtime's own (functions and
+// connectors, which the runtime has queued already). The taps see every
+// target.
+func (s *Service) committed(subject string, src router.Endpoint, rm *brokerv1.RoutedMessage) {
+	if err := checkMessage(rm.GetTopic(), rm.GetPayload(), rm.GetQos()); err != nil {
+		s.reject(subject, fmt.Sprintf("from %s: %v", src, err))
+		return
+	}
+	m := message{src: src, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: byte(rm.GetQos()), time: time.Now()}
+	targets := make([]router.Endpoint, 0, len(rm.GetTargets()))
+	for _, t := range rm.GetTargets() {
+		dst, err := endpointFromProto(t)
+		if err != nil {
+			s.reject(subject, fmt.Sprintf("from %s: target: %v", src, err))
+			return
+		}
+		targets = append(targets, dst)
+	}
+	for _, dst := range targets {
+		if dst.Kind != router.KindFunction && dst.Kind != router.KindConnector {
+			s.deliver(dst, &m)
+		}
+	}
+	s.stats.routed.Add(1)
+	if s.taps.active() {
+		s.taps.offer(&m, targets)
+	}
+}
+
+// runtimeSource unmarshals a RoutedMessage of the runtime into rm and
+// returns its source, which must be a function or a connector.
+func (s *Service) runtimeSource(rm *brokerv1.RoutedMessage, data []byte) (router.Endpoint, error) {
+	if err := proto.Unmarshal(data, rm); err != nil {
+		return router.Endpoint{}, fmt.Errorf("malformed RoutedMessage: %w", err)
 	}
 	src, err := endpointFromProto(rm.GetSource())
 	if err == nil && src.Kind != router.KindFunction && src.Kind != router.KindConnector {
 		err = fmt.Errorf("source kind %s: the runtime publishes for functions and connectors only", rm.GetSource().GetKind())
 	}
-	if err != nil {
-		s.reject(msg.Subject, err.Error())
-		return
-	}
-	s.fromBus(msg.Subject, src, rm)
+	return src, err
 }
 
 // onShadowPublish routes a message of the shadow service; its source is

@@ -129,7 +129,7 @@ func dispatchError(err error) error {
 		return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
 	case errors.Is(err, dispatch.ErrQueueFull):
 		return fmt.Errorf("%v: %w", err, errdefs.ErrResourceExhausted)
-	case errors.Is(err, dispatch.ErrClosed):
+	case errors.Is(err, dispatch.ErrClosed), errors.Is(err, dispatch.ErrUnavailable):
 		return fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
 	}
 	return err

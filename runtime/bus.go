@@ -108,16 +108,74 @@ func (s *Service) routerCall(caller, cc string, payload []byte) dispatch.Result 
 	if err := topic.ValidateTopic(subject); err != nil {
 		return coreError("InvalidTopic", fmt.Sprintf("publish: topic %q: %v", subject, err))
 	}
-	b, _ := proto.Marshal(&brokerv1.RoutedMessage{
+	rm := &brokerv1.RoutedMessage{
 		Topic:   subject,
 		Payload: payload,
 		Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, Name: caller},
 		Time:    timestamppb.Now(),
-	})
+	}
+	if policy, _ := custom["queueFullPolicy"].(string); policy == dispatch.AllOrError {
+		if err := s.publishAll(caller, rm); err != nil {
+			return dispatch.Result{Err: err}
+		}
+		return dispatch.Result{}
+	}
+	b, _ := proto.Marshal(rm)
 	if err := s.env.Bus.Publish(subjects.RuntimePublish, b); err != nil {
 		return coreError("PublishFailed", "publish: "+err.Error())
 	}
 	return dispatch.Result{}
+}
+
+// planTimeout bounds the broker's answer to a route plan.
+const planTimeout = 2 * time.Second
+
+// publishAll publishes rm to every target or to none (queueFullPolicy
+// AllOrError, spec 1.4): the broker names the targets and those of its
+// own without room (RoutePlan); the functions and connectors among them
+// are queued here, all or none; only then does the broker get the
+// message with the plan's targets and deliver to the rest. Between the
+// plan and the delivery another message may take a device's last slot:
+// the check is a snapshot, not a reservation. A refusal wraps
+// dispatch.ErrQueueFull (HTTP 429 to the caller, the C SDK's
+// GG_REQUEST_AGAIN); a broker that does not answer, ErrUnavailable.
+func (s *Service) publishAll(caller string, rm *brokerv1.RoutedMessage) error {
+	b, _ := proto.Marshal(rm)
+	reply, err := s.env.Bus.Request(subjects.RuntimeRoutePlan, b, planTimeout)
+	if err != nil {
+		return fmt.Errorf("publish %q with queueFullPolicy AllOrError: the router did not answer: %v: %w", rm.GetTopic(), err, dispatch.ErrUnavailable)
+	}
+	plan := &brokerv1.RoutePlan{}
+	if err := proto.Unmarshal(reply.Data, plan); err != nil {
+		return fmt.Errorf("publish %q with queueFullPolicy AllOrError: malformed RoutePlan from the router: %v: %w", rm.GetTopic(), err, dispatch.ErrUnavailable)
+	}
+	if len(plan.GetFull()) > 0 {
+		reasons := make([]string, len(plan.GetFull()))
+		for i, f := range plan.GetFull() {
+			reasons[i] = f.GetReason()
+		}
+		return fmt.Errorf("publish %q with queueFullPolicy AllOrError: delivered to none: %s: %w", rm.GetTopic(), strings.Join(reasons, "; "), dispatch.ErrQueueFull)
+	}
+	var ours []string
+	for _, t := range plan.GetTargets() {
+		switch t.GetKind() {
+		case brokerv1.EndpointKind_ENDPOINT_KIND_FUNCTION, brokerv1.EndpointKind_ENDPOINT_KIND_CONNECTOR:
+			ours = append(ours, t.GetName())
+		}
+	}
+	if len(ours) > 0 {
+		cc := encodeContext(map[string]any{"subject": rm.GetTopic(), "source": caller})
+		if _, err := s.disp.InvokeAll(ours, dispatch.AllOrError, cc, rm.GetPayload()); err != nil {
+			return fmt.Errorf("publish %q with queueFullPolicy AllOrError: delivered to none: %w", rm.GetTopic(), err)
+		}
+	}
+	rm.Targets = plan.GetTargets()
+	b, _ = proto.Marshal(rm)
+	if err := s.env.Bus.Publish(subjects.RuntimePublish, b); err != nil {
+		// The functions have it already; the rest cannot be taken back.
+		return fmt.Errorf("publish %q with queueFullPolicy AllOrError: to the router: %v: %w", rm.GetTopic(), err, dispatch.ErrUnavailable)
+	}
+	return nil
 }
 
 // shadowTimeout bounds a shadow call of a function.

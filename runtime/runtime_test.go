@@ -59,7 +59,7 @@ type rt struct {
 	out []*brokerv1.RoutedMessage
 }
 
-func startRuntime(t *testing.T, group string) *rt {
+func startRuntime(t *testing.T, group string, tweak ...func(*config.Config)) *rt {
 	t.Helper()
 	r := &rt{t: t, root: layout.Root(t.TempDir())}
 	bus := bustest.Start(t)
@@ -87,6 +87,9 @@ func startRuntime(t *testing.T, group string) *rt {
 	cfg.Evergreen.Listen.IPC = "127.0.0.1:0"
 	cfg.Evergreen.Listen.Streams = "127.0.0.1:0"
 	cfg.Runtime.AllowFunctionsToRunAsRoot = "yes"
+	for _, f := range tweak {
+		f(cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	run, err := daemon.Start(ctx, runtime.Spec(), daemon.Options{Root: r.root.Dir(), BusURL: bus, Config: cfg, LogStderr: io.Discard})

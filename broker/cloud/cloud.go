@@ -309,6 +309,16 @@ func (c *Cloud) Publish(topicName string, payload []byte) error {
 	return nil
 }
 
+// Room reports whether Publish would take a message of this topic and
+// payload size now: an error wrapping errdefs.ErrResourceExhausted when
+// the spool is full and WhenFull is RefuseNew (with DropOldest there is
+// always room). It is a snapshot: other messages may take the room first.
+func (c *Cloud) Room(topicName string, payloadBytes int) error {
+	c.spoolMu.RLock()
+	defer c.spoolMu.RUnlock()
+	return c.spool.room(int64(len(topicName) + payloadBytes))
+}
+
 func (c *Cloud) poke() {
 	select {
 	case c.wake <- struct{}{}:

@@ -594,3 +594,37 @@ func TestCloudReconfigureStorage(t *testing.T) {
 		t.Errorf("after shrinking: %v", st)
 	}
 }
+
+// Room tells ahead of a Publish whether the spool would take a message:
+// always with DropOldest, not once full with RefuseNew.
+func TestCloudRoom(t *testing.T) {
+	p := newPKI(t)
+	core := newTestCore(t, p, freePort(t)) // nothing listens: the cloud is away
+	for _, whenFull := range []string{WhenFullDropOldest, WhenFullRefuseNew} {
+		s := DefaultSpoolerSettings()
+		s.MaxBytes, s.WhenFull = MinMaxBytes, whenFull
+		c := newCloud(t, core, s, nil)
+		startCloud(t, c)
+		payload := make([]byte, 1000)
+		for i := 0; ; i++ {
+			room := c.Room("full/x", len(payload))
+			err := c.Publish("full/x", payload)
+			if (room == nil) != (err == nil) {
+				t.Fatalf("%s, message %d: Room %v but Publish %v", whenFull, i, room, err)
+			}
+			if room != nil {
+				if whenFull == WhenFullDropOldest || !errors.Is(room, errdefs.ErrResourceExhausted) || !strings.Contains(room.Error(), "cloud spool is full") {
+					t.Fatalf("%s: Room %v", whenFull, room)
+				}
+				break
+			}
+			if whenFull == WhenFullDropOldest && i == int(2*MinMaxBytes)/len(payload) {
+				break // went round the spool twice: it always has room
+			}
+		}
+		if err := c.Room("full/x", int(MinMaxBytes)); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: Room of a message larger than the spool: %v", whenFull, err)
+		}
+		c.Stop(context.Background())
+	}
+}

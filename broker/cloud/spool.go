@@ -216,6 +216,22 @@ func (s *spool) putLocked(topic string, payload []byte) (int64, error) {
 	return pos, nil
 }
 
+// room reports whether putLocked would take a message of size bytes now.
+func (s *spool) room(size int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errClosed()
+	case size > s.max || size > maxMessageBytes:
+		return errdefs.InvalidArgument("payload", "a %d-byte message cannot fit a spool of %d bytes", size, min(s.max, maxMessageBytes))
+	case s.refuse && s.q.bytes+size > s.max:
+		return fmt.Errorf("cloud spool is full (%d messages, %d of %d bytes; %s is %s): %w",
+			s.q.live, s.q.bytes, s.max, EnvWhenFull, WhenFullRefuseNew, errdefs.ErrResourceExhausted)
+	}
+	return nil
+}
+
 // trimLocked drops the oldest messages until the queue holds at most limit
 // bytes, and records the drops as one ack range.
 func (s *spool) trimLocked(limit int64) error {

@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +79,42 @@ func TestMochiVersion(t *testing.T) {
 	const checked = "2.7.9"
 	if mochi.Version != checked {
 		t.Fatalf("mochi %s: check publishToClient (server.go) against its source, then update this test (checked: %s)", mochi.Version, checked)
+	}
+}
+
+// Room says no once a device that stopped reading has a full write queue,
+// and yes for a device that is not connected or not subscribed.
+func TestRoom(t *testing.T) {
+	pki := newBenchPKI(t)
+	s := benchServer(t, pki, func(*Server, string, Message) {})
+	rc := dialRaw(t, pki, s.Addr(), "slow")
+	defer rc.c.Close()
+	rc.subscribe(t, "big/#", 0)
+	m := Message{Topic: "big/x", Payload: make([]byte, 256<<10)}
+	if err := s.Room("nobody", m); err != nil {
+		t.Fatalf("Room of a device not connected: %v", err)
+	}
+	if err := s.Room("slow", Message{Topic: "other"}); err != nil {
+		t.Fatalf("Room for a topic the device did not subscribe to: %v", err)
+	}
+	// The device reads nothing: the socket buffers fill, then the queue.
+	deadline := time.Now().Add(within)
+	for n := 0; ; n++ {
+		err := s.Room("slow", m)
+		if errors.Is(err, ErrNoRoom) {
+			if !strings.Contains(err.Error(), "device slow: ") {
+				t.Fatalf("Room: %v", err)
+			}
+			if other := s.Room("slow", Message{Topic: "other"}); other != nil {
+				t.Fatalf("Room for an unsubscribed topic of a full device: %v", other)
+			}
+			return
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("after %d deliveries: Room %v", n, err)
+		}
+		if err := s.Deliver("slow", m); err != nil {
+			t.Fatalf("Deliver %d with room: %v", n, err)
+		}
 	}
 }

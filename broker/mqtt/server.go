@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -347,6 +348,41 @@ func (s *Server) Deliver(device string, m Message) error {
 		return nil
 	}
 	return err
+}
+
+// ErrNoRoom is returned by Room for a device whose write queue is full.
+var ErrNoRoom = errors.New("no room")
+
+// Room reports whether Deliver of m to device would be queued now: nil
+// also when the device is not connected or has no subscription matching
+// m's topic (Deliver drops nothing then that a full queue would have
+// kept). A QoS 0 message needs a slot in the client's write queue; a QoS
+// 1 message also an inflight slot. It is a snapshot: other deliveries may
+// take the room before this caller's.
+func (s *Server) Room(device string, m Message) error {
+	cl, ok := s.mochi.Clients.Get(device)
+	if !ok || cl.Net.Inline || cl.Closed() {
+		return nil
+	}
+	sub, ok := s.matchSubscription(cl, namespace+device+"/"+m.Topic)
+	if !ok {
+		return nil
+	}
+	if n, c := pendingWrites(cl); n >= c {
+		return fmt.Errorf("device %s: %d messages waiting to be written: %w", device, n, ErrNoRoom)
+	}
+	if min(m.QoS, sub.Qos, 1) > 0 && cl.State.Inflight.Len() >= int(s.mochi.Options.Capabilities.MaximumInflight) {
+		return fmt.Errorf("device %s: %d QoS 1 messages unacknowledged: %w", device, cl.State.Inflight.Len(), ErrNoRoom)
+	}
+	return nil
+}
+
+// pendingWrites is the length and capacity of cl's write queue. mochi
+// keeps the queue unexported; reflect reads a channel's length and
+// capacity without touching it (TestMochiVersion pins the field).
+func pendingWrites(cl *mochi.Client) (int, int) {
+	q := reflect.ValueOf(&cl.State).Elem().FieldByName("outbound")
+	return q.Len(), q.Cap()
 }
 
 // matchSubscription merges the subscriptions of cl matching t as mochi's

@@ -15,12 +15,14 @@ import (
 
 // Errors of the dispatcher; package ipc turns them into HTTP statuses.
 var (
-	ErrUnknownFunction       = errors.New("unknown function")
-	ErrQueueFull             = errors.New("work queue is full")
-	ErrClosed                = errors.New("dispatcher is closed")
-	ErrNotYours              = errors.New("invocation is not held by this worker")
-	ErrUnknownInvocation     = errors.New("unknown invocation")
-	ErrWorkerGone            = errors.New("worker is gone")
+	ErrUnknownFunction   = errors.New("unknown function")
+	ErrQueueFull         = errors.New("work queue is full")
+	ErrClosed            = errors.New("dispatcher is closed")
+	ErrNotYours          = errors.New("invocation is not held by this worker")
+	ErrUnknownInvocation = errors.New("unknown invocation")
+	ErrWorkerGone        = errors.New("worker is gone")
+	// ErrUnavailable: a daemon a system function needs did not answer.
+	ErrUnavailable           = errors.New("service unavailable")
 	ErrInvalidInvocationType = errors.New("invalid invocation type")
 	// ErrInvalidPayload: the target's encoding is json and the payload is
 	// not JSON (InvokeAll only; Invoke reports it as a result, see Invoke).
@@ -295,6 +297,9 @@ func (d *Dispatcher) Invoke(caller, target, invocationType, clientContext string
 	case sys != nil:
 		d.mu.Unlock()
 		res := sys(caller, clientContext, payload)
+		if res.Err != nil {
+			return "", res.Err
+		}
 		d.mu.Lock()
 		d.stats.Completed++
 		if rr {

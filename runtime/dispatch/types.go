@@ -46,6 +46,11 @@ type Result struct {
 	Payload []byte
 	// FunctionError is "", Handled or Unhandled.
 	FunctionError string
+	// Err, from a SystemFunc, refuses the invocation itself: Invoke
+	// returns it (the IPC maps ErrQueueFull to 429, ErrUnavailable to
+	// 503) and no result is kept. A GGRouter publish with
+	// queueFullPolicy AllOrError that cannot reach every target fails so.
+	Err error
 }
 
 // Launcher is the process side (package worker): the dispatcher tells it

@@ -377,7 +377,7 @@ func (h *handler) dispatchError(w http.ResponseWriter, r *http.Request, err erro
 		writeError(w, http.StatusConflict, "InvocationNotHeld", err.Error())
 	case errors.Is(err, dispatch.ErrWorkerGone):
 		writeError(w, http.StatusGone, "WorkerGone", err.Error())
-	case errors.Is(err, dispatch.ErrClosed):
+	case errors.Is(err, dispatch.ErrClosed), errors.Is(err, dispatch.ErrUnavailable):
 		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The client went away; nobody reads this.

@@ -25,6 +25,14 @@ const (
 	BrokerDeliverShadow    = "evergreen.broker.deliver.shadow"    // -> shadow
 	RuntimePublish         = "evergreen.runtime.publish"          // runtime -> broker (functions, connectors)
 	ShadowPublish          = "evergreen.shadow.publish"           // shadow -> broker (GGShadowService)
+	// RuntimeRoutePlan is the runtime's request for a function's publish
+	// with queueFullPolicy AllOrError: a RoutedMessage; the broker replies
+	// a RoutePlan (every target, and those without room) and delivers
+	// nothing. With a RoutePlan without full targets, the runtime queues
+	// the function and connector targets itself and publishes the message
+	// on RuntimePublish with Targets = the plan's targets, which the
+	// broker delivers to exactly those targets except the runtime's.
+	RuntimeRoutePlan = "evergreen.runtime.route.plan" // runtime -> broker, request/reply
 
 	// Shadow sync with the cloud (things with SyncShadow: true). These
 	// bypass the subscription table: they are the core's own traffic with

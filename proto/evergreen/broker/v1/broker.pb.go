@@ -284,6 +284,120 @@ func (x *RoutedMessage) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// RoutePlan answers the runtime's plan request (a RoutedMessage on
+// evergreen.runtime.route.plan) for a function's publish with
+// queueFullPolicy AllOrError: every target the table names for the source
+// and topic, and those of them whose queue has no room now. Nothing is
+// delivered. When full is empty, the runtime queues the function and
+// connector targets itself and publishes the message on
+// evergreen.runtime.publish with targets set to this plan's targets; the
+// broker then delivers to the others only.
+type RoutePlan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Targets       []*Endpoint            `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
+	Full          []*FullTarget          `protobuf:"bytes,2,rep,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutePlan) Reset() {
+	*x = RoutePlan{}
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutePlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutePlan) ProtoMessage() {}
+
+func (x *RoutePlan) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutePlan.ProtoReflect.Descriptor instead.
+func (*RoutePlan) Descriptor() ([]byte, []int) {
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RoutePlan) GetTargets() []*Endpoint {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *RoutePlan) GetFull() []*FullTarget {
+	if x != nil {
+		return x.Full
+	}
+	return nil
+}
+
+type FullTarget struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Target *Endpoint              `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// Why the target has no room, e.g. "device sensor-1: 512 messages
+	// waiting to be written".
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FullTarget) Reset() {
+	*x = FullTarget{}
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FullTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FullTarget) ProtoMessage() {}
+
+func (x *FullTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FullTarget.ProtoReflect.Descriptor instead.
+func (*FullTarget) Descriptor() ([]byte, []int) {
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FullTarget) GetTarget() *Endpoint {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *FullTarget) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type PublishRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Source        *Endpoint              `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
@@ -296,7 +410,7 @@ type PublishRequest struct {
 
 func (x *PublishRequest) Reset() {
 	*x = PublishRequest{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[2]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +422,7 @@ func (x *PublishRequest) String() string {
 func (*PublishRequest) ProtoMessage() {}
 
 func (x *PublishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[2]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +435,7 @@ func (x *PublishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishRequest.ProtoReflect.Descriptor instead.
 func (*PublishRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{2}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PublishRequest) GetSource() *Endpoint {
@@ -361,7 +475,7 @@ type PublishResponse struct {
 
 func (x *PublishResponse) Reset() {
 	*x = PublishResponse{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[3]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +487,7 @@ func (x *PublishResponse) String() string {
 func (*PublishResponse) ProtoMessage() {}
 
 func (x *PublishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[3]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +500,7 @@ func (x *PublishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishResponse.ProtoReflect.Descriptor instead.
 func (*PublishResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{3}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PublishResponse) GetTargets() []*Endpoint {
@@ -405,7 +519,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[4]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +531,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[4]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +544,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{4}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubscribeRequest) GetFilter() string {
@@ -457,7 +571,7 @@ type Client struct {
 
 func (x *Client) Reset() {
 	*x = Client{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[5]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +583,7 @@ func (x *Client) String() string {
 func (*Client) ProtoMessage() {}
 
 func (x *Client) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[5]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +596,7 @@ func (x *Client) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Client.ProtoReflect.Descriptor instead.
 func (*Client) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{5}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Client) GetClientId() string {
@@ -549,7 +663,7 @@ type ListClientsRequest struct {
 
 func (x *ListClientsRequest) Reset() {
 	*x = ListClientsRequest{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[6]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +675,7 @@ func (x *ListClientsRequest) String() string {
 func (*ListClientsRequest) ProtoMessage() {}
 
 func (x *ListClientsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[6]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +688,7 @@ func (x *ListClientsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClientsRequest.ProtoReflect.Descriptor instead.
 func (*ListClientsRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{6}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{8}
 }
 
 type ListClientsResponse struct {
@@ -586,7 +700,7 @@ type ListClientsResponse struct {
 
 func (x *ListClientsResponse) Reset() {
 	*x = ListClientsResponse{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[7]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +712,7 @@ func (x *ListClientsResponse) String() string {
 func (*ListClientsResponse) ProtoMessage() {}
 
 func (x *ListClientsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[7]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +725,7 @@ func (x *ListClientsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClientsResponse.ProtoReflect.Descriptor instead.
 func (*ListClientsResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{7}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListClientsResponse) GetClients() []*Client {
@@ -633,7 +747,7 @@ type Subscription struct {
 
 func (x *Subscription) Reset() {
 	*x = Subscription{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[8]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +759,7 @@ func (x *Subscription) String() string {
 func (*Subscription) ProtoMessage() {}
 
 func (x *Subscription) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[8]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +772,7 @@ func (x *Subscription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
 func (*Subscription) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{8}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Subscription) GetId() string {
@@ -697,7 +811,7 @@ type ListSubscriptionsRequest struct {
 
 func (x *ListSubscriptionsRequest) Reset() {
 	*x = ListSubscriptionsRequest{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +823,7 @@ func (x *ListSubscriptionsRequest) String() string {
 func (*ListSubscriptionsRequest) ProtoMessage() {}
 
 func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[9]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +836,7 @@ func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{9}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{11}
 }
 
 type ListSubscriptionsResponse struct {
@@ -735,7 +849,7 @@ type ListSubscriptionsResponse struct {
 
 func (x *ListSubscriptionsResponse) Reset() {
 	*x = ListSubscriptionsResponse{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +861,7 @@ func (x *ListSubscriptionsResponse) String() string {
 func (*ListSubscriptionsResponse) ProtoMessage() {}
 
 func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[10]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +874,7 @@ func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{10}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListSubscriptionsResponse) GetDeploymentId() string {
@@ -785,7 +899,7 @@ type GetCloudStatusRequest struct {
 
 func (x *GetCloudStatusRequest) Reset() {
 	*x = GetCloudStatusRequest{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +911,7 @@ func (x *GetCloudStatusRequest) String() string {
 func (*GetCloudStatusRequest) ProtoMessage() {}
 
 func (x *GetCloudStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[11]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +924,7 @@ func (x *GetCloudStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCloudStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCloudStatusRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{11}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{13}
 }
 
 type CloudStatus struct {
@@ -835,7 +949,7 @@ type CloudStatus struct {
 
 func (x *CloudStatus) Reset() {
 	*x = CloudStatus{}
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +961,7 @@ func (x *CloudStatus) String() string {
 func (*CloudStatus) ProtoMessage() {}
 
 func (x *CloudStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[12]
+	mi := &file_evergreen_broker_v1_broker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +974,7 @@ func (x *CloudStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloudStatus.ProtoReflect.Descriptor instead.
 func (*CloudStatus) Descriptor() ([]byte, []int) {
-	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{12}
+	return file_evergreen_broker_v1_broker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CloudStatus) GetState() CloudState {
@@ -961,7 +1075,14 @@ const file_evergreen_broker_v1_broker_proto_rawDesc = "" +
 	"\x06source\x18\x03 \x01(\v2\x1d.evergreen.broker.v1.EndpointR\x06source\x127\n" +
 	"\atargets\x18\x04 \x03(\v2\x1d.evergreen.broker.v1.EndpointR\atargets\x12\x10\n" +
 	"\x03qos\x18\x05 \x01(\rR\x03qos\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x89\x01\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"y\n" +
+	"\tRoutePlan\x127\n" +
+	"\atargets\x18\x01 \x03(\v2\x1d.evergreen.broker.v1.EndpointR\atargets\x123\n" +
+	"\x04full\x18\x02 \x03(\v2\x1f.evergreen.broker.v1.FullTargetR\x04full\"[\n" +
+	"\n" +
+	"FullTarget\x125\n" +
+	"\x06target\x18\x01 \x01(\v2\x1d.evergreen.broker.v1.EndpointR\x06target\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x89\x01\n" +
 	"\x0ePublishRequest\x125\n" +
 	"\x06source\x18\x01 \x01(\v2\x1d.evergreen.broker.v1.EndpointR\x06source\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1046,51 +1167,56 @@ func file_evergreen_broker_v1_broker_proto_rawDescGZIP() []byte {
 }
 
 var file_evergreen_broker_v1_broker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_evergreen_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_evergreen_broker_v1_broker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_evergreen_broker_v1_broker_proto_goTypes = []any{
 	(EndpointKind)(0),                 // 0: evergreen.broker.v1.EndpointKind
 	(CloudState)(0),                   // 1: evergreen.broker.v1.CloudState
 	(*Endpoint)(nil),                  // 2: evergreen.broker.v1.Endpoint
 	(*RoutedMessage)(nil),             // 3: evergreen.broker.v1.RoutedMessage
-	(*PublishRequest)(nil),            // 4: evergreen.broker.v1.PublishRequest
-	(*PublishResponse)(nil),           // 5: evergreen.broker.v1.PublishResponse
-	(*SubscribeRequest)(nil),          // 6: evergreen.broker.v1.SubscribeRequest
-	(*Client)(nil),                    // 7: evergreen.broker.v1.Client
-	(*ListClientsRequest)(nil),        // 8: evergreen.broker.v1.ListClientsRequest
-	(*ListClientsResponse)(nil),       // 9: evergreen.broker.v1.ListClientsResponse
-	(*Subscription)(nil),              // 10: evergreen.broker.v1.Subscription
-	(*ListSubscriptionsRequest)(nil),  // 11: evergreen.broker.v1.ListSubscriptionsRequest
-	(*ListSubscriptionsResponse)(nil), // 12: evergreen.broker.v1.ListSubscriptionsResponse
-	(*GetCloudStatusRequest)(nil),     // 13: evergreen.broker.v1.GetCloudStatusRequest
-	(*CloudStatus)(nil),               // 14: evergreen.broker.v1.CloudStatus
-	(*timestamppb.Timestamp)(nil),     // 15: google.protobuf.Timestamp
+	(*RoutePlan)(nil),                 // 4: evergreen.broker.v1.RoutePlan
+	(*FullTarget)(nil),                // 5: evergreen.broker.v1.FullTarget
+	(*PublishRequest)(nil),            // 6: evergreen.broker.v1.PublishRequest
+	(*PublishResponse)(nil),           // 7: evergreen.broker.v1.PublishResponse
+	(*SubscribeRequest)(nil),          // 8: evergreen.broker.v1.SubscribeRequest
+	(*Client)(nil),                    // 9: evergreen.broker.v1.Client
+	(*ListClientsRequest)(nil),        // 10: evergreen.broker.v1.ListClientsRequest
+	(*ListClientsResponse)(nil),       // 11: evergreen.broker.v1.ListClientsResponse
+	(*Subscription)(nil),              // 12: evergreen.broker.v1.Subscription
+	(*ListSubscriptionsRequest)(nil),  // 13: evergreen.broker.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil), // 14: evergreen.broker.v1.ListSubscriptionsResponse
+	(*GetCloudStatusRequest)(nil),     // 15: evergreen.broker.v1.GetCloudStatusRequest
+	(*CloudStatus)(nil),               // 16: evergreen.broker.v1.CloudStatus
+	(*timestamppb.Timestamp)(nil),     // 17: google.protobuf.Timestamp
 }
 var file_evergreen_broker_v1_broker_proto_depIdxs = []int32{
 	0,  // 0: evergreen.broker.v1.Endpoint.kind:type_name -> evergreen.broker.v1.EndpointKind
 	2,  // 1: evergreen.broker.v1.RoutedMessage.source:type_name -> evergreen.broker.v1.Endpoint
 	2,  // 2: evergreen.broker.v1.RoutedMessage.targets:type_name -> evergreen.broker.v1.Endpoint
-	15, // 3: evergreen.broker.v1.RoutedMessage.time:type_name -> google.protobuf.Timestamp
-	2,  // 4: evergreen.broker.v1.PublishRequest.source:type_name -> evergreen.broker.v1.Endpoint
-	2,  // 5: evergreen.broker.v1.PublishResponse.targets:type_name -> evergreen.broker.v1.Endpoint
-	15, // 6: evergreen.broker.v1.Client.connected_at:type_name -> google.protobuf.Timestamp
-	7,  // 7: evergreen.broker.v1.ListClientsResponse.clients:type_name -> evergreen.broker.v1.Client
-	10, // 8: evergreen.broker.v1.ListSubscriptionsResponse.subscriptions:type_name -> evergreen.broker.v1.Subscription
-	1,  // 9: evergreen.broker.v1.CloudStatus.state:type_name -> evergreen.broker.v1.CloudState
-	4,  // 10: evergreen.broker.v1.Broker.Publish:input_type -> evergreen.broker.v1.PublishRequest
-	6,  // 11: evergreen.broker.v1.Broker.Subscribe:input_type -> evergreen.broker.v1.SubscribeRequest
-	8,  // 12: evergreen.broker.v1.Broker.ListClients:input_type -> evergreen.broker.v1.ListClientsRequest
-	11, // 13: evergreen.broker.v1.Broker.ListSubscriptions:input_type -> evergreen.broker.v1.ListSubscriptionsRequest
-	13, // 14: evergreen.broker.v1.Broker.GetCloudStatus:input_type -> evergreen.broker.v1.GetCloudStatusRequest
-	5,  // 15: evergreen.broker.v1.Broker.Publish:output_type -> evergreen.broker.v1.PublishResponse
-	3,  // 16: evergreen.broker.v1.Broker.Subscribe:output_type -> evergreen.broker.v1.RoutedMessage
-	9,  // 17: evergreen.broker.v1.Broker.ListClients:output_type -> evergreen.broker.v1.ListClientsResponse
-	12, // 18: evergreen.broker.v1.Broker.ListSubscriptions:output_type -> evergreen.broker.v1.ListSubscriptionsResponse
-	14, // 19: evergreen.broker.v1.Broker.GetCloudStatus:output_type -> evergreen.broker.v1.CloudStatus
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	17, // 3: evergreen.broker.v1.RoutedMessage.time:type_name -> google.protobuf.Timestamp
+	2,  // 4: evergreen.broker.v1.RoutePlan.targets:type_name -> evergreen.broker.v1.Endpoint
+	5,  // 5: evergreen.broker.v1.RoutePlan.full:type_name -> evergreen.broker.v1.FullTarget
+	2,  // 6: evergreen.broker.v1.FullTarget.target:type_name -> evergreen.broker.v1.Endpoint
+	2,  // 7: evergreen.broker.v1.PublishRequest.source:type_name -> evergreen.broker.v1.Endpoint
+	2,  // 8: evergreen.broker.v1.PublishResponse.targets:type_name -> evergreen.broker.v1.Endpoint
+	17, // 9: evergreen.broker.v1.Client.connected_at:type_name -> google.protobuf.Timestamp
+	9,  // 10: evergreen.broker.v1.ListClientsResponse.clients:type_name -> evergreen.broker.v1.Client
+	12, // 11: evergreen.broker.v1.ListSubscriptionsResponse.subscriptions:type_name -> evergreen.broker.v1.Subscription
+	1,  // 12: evergreen.broker.v1.CloudStatus.state:type_name -> evergreen.broker.v1.CloudState
+	6,  // 13: evergreen.broker.v1.Broker.Publish:input_type -> evergreen.broker.v1.PublishRequest
+	8,  // 14: evergreen.broker.v1.Broker.Subscribe:input_type -> evergreen.broker.v1.SubscribeRequest
+	10, // 15: evergreen.broker.v1.Broker.ListClients:input_type -> evergreen.broker.v1.ListClientsRequest
+	13, // 16: evergreen.broker.v1.Broker.ListSubscriptions:input_type -> evergreen.broker.v1.ListSubscriptionsRequest
+	15, // 17: evergreen.broker.v1.Broker.GetCloudStatus:input_type -> evergreen.broker.v1.GetCloudStatusRequest
+	7,  // 18: evergreen.broker.v1.Broker.Publish:output_type -> evergreen.broker.v1.PublishResponse
+	3,  // 19: evergreen.broker.v1.Broker.Subscribe:output_type -> evergreen.broker.v1.RoutedMessage
+	11, // 20: evergreen.broker.v1.Broker.ListClients:output_type -> evergreen.broker.v1.ListClientsResponse
+	14, // 21: evergreen.broker.v1.Broker.ListSubscriptions:output_type -> evergreen.broker.v1.ListSubscriptionsResponse
+	16, // 22: evergreen.broker.v1.Broker.GetCloudStatus:output_type -> evergreen.broker.v1.CloudStatus
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_evergreen_broker_v1_broker_proto_init() }
@@ -1104,7 +1230,7 @@ func file_evergreen_broker_v1_broker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_evergreen_broker_v1_broker_proto_rawDesc), len(file_evergreen_broker_v1_broker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -86,7 +86,9 @@ func (c *Client) do(ctx context.Context, method, path string, hdr map[string]str
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode >= 300 {
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		err = fmt.Errorf("ggsdk: %s %s: %s: %s: %w", method, path, resp.Status, bytes.TrimSpace(b), ErrRequestAgain)
+	} else if err == nil && resp.StatusCode >= 300 {
 		err = fmt.Errorf("ggsdk: %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
 	}
 	return resp, b, err
@@ -123,10 +125,32 @@ func (c *Client) Invoke(ctx context.Context, arn string, custom map[string]any, 
 	return body, nil
 }
 
+// ErrRequestAgain matches (errors.Is) a refusal that may succeed later
+// (HTTP 429): a queue was full. It is the C SDK's GG_REQUEST_AGAIN.
+var ErrRequestAgain = errors.New("throttled, try again")
+
+// Queue-full policies of a publish (v1 1.10+).
+const (
+	// BestEffort delivers to as many targets as have room (the default).
+	BestEffort = "BestEffort"
+	// AllOrError delivers to every target or, when one has no room, to
+	// none and fails with ErrRequestAgain.
+	AllOrError = "AllOrError"
+)
+
 // Publish sends a message through the router with this function as the
-// source (v1's iot-data publish).
+// source (v1's iot-data publish), BestEffort.
 func (c *Client) Publish(ctx context.Context, topic string, payload []byte) error {
-	_, err := c.Invoke(ctx, "arn:aws:lambda:::function:GGRouter", map[string]any{"source": c.arn, "subject": topic}, payload, false)
+	return c.PublishWithPolicy(ctx, topic, payload, BestEffort)
+}
+
+// PublishWithPolicy is Publish with a queue-full policy, BestEffort or
+// AllOrError.
+func (c *Client) PublishWithPolicy(ctx context.Context, topic string, payload []byte, policy string) error {
+	if policy != BestEffort && policy != AllOrError {
+		return fmt.Errorf("ggsdk: queueFullPolicy must be %q or %q, got %q", BestEffort, AllOrError, policy)
+	}
+	_, err := c.Invoke(ctx, "arn:aws:lambda:::function:GGRouter", map[string]any{"source": c.arn, "subject": topic, "queueFullPolicy": policy}, payload, false)
 	return err
 }
 
