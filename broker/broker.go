@@ -61,6 +61,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 				subjects.RuntimeRoutePlan,
 				subjects.ShadowPublish,
 				subjects.ShadowCloud,
+				subjects.DeployCloud,
 			},
 			AllowResponses: true,
 		},

@@ -29,6 +29,7 @@ func (s *Service) followBus() error {
 		{subjects.RuntimeRoutePlan, s.onRoutePlan},
 		{subjects.ShadowPublish, s.onShadowPublish},
 		{subjects.ShadowCloud, s.onShadowCloud},
+		{subjects.DeployCloud, s.onDeployCloud},
 		{"evergreen.certmgr.events.>", s.onCertmgrEvent},
 	} {
 		sub, err := s.env.Bus.Subscribe(x.subject, x.handle)

@@ -19,6 +19,8 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/evergreen-edge/evergreen/certmgr/pki"
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 )
@@ -169,6 +171,67 @@ func TestCloudRoutes(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	w.in.expect(t, "down/cmd", "reboot")
+}
+
+// The core's deployment topics bypass the table: a request from the cloud
+// goes to the deployagent on the bus (not to a device subscribed to #),
+// and the deployagent's status reaches the cloud; no other topic may
+// leave that way.
+func TestCloudDeploymentTopics(t *testing.T) {
+	up := newUpstream(t)
+	s := newSuiteWith(t, suiteOptions{
+		config: func(c *config.Config) {
+			c.CoreThing.ThingArn = thingARN("test-core")
+			c.CoreThing.IotHost = "127.0.0.1"
+			c.CoreThing.IotMqttPort = up.port
+			c.CoreThing.KeepAlive = 30
+			c.MqttMaxConnectionRetryInterval = 1
+			c.Crypto = &config.Crypto{CaPath: "file://" + filepath.Join(up.dir, "ca.pem")}
+		},
+		beforeBroker: func(s *suite) { up.start(t, s.root.GroupCACert()) },
+	})
+	watcher := s.createDevice("watcher")
+	s.deploy(group([]*device{watcher}, nil, sub{arn.Cloud, "evergreen/#", thingARN("watcher")}))
+	requests := s.busInbox(subjects.BrokerCloudDeploy)
+	obs, obsIn := up.client(t, "observer")
+	if tok := obs.Subscribe("evergreen/#", 1, nil); !tok.WaitTimeout(within) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	bustest.CheckFor(t, within, 50*time.Millisecond, func() error {
+		st, err := s.api.GetCloudStatus(context.Background(), &brokerv1.GetCloudStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if st.GetState() != brokerv1.CloudState_CLOUD_STATE_CONNECTED || !slices.Contains(st.GetCloudSubscriptions(), clouddeploy.RequestTopic("test-core")) {
+			return fmt.Errorf("cloud status %v", st)
+		}
+		return nil
+	})
+	w := s.mustV3(watcher)
+	w.subscribe(t, 1, "#")
+
+	req := `{"deploymentId":"d-1","group":{}}`
+	if tok := obs.Publish(clouddeploy.RequestTopic("test-core"), 1, false, req); !tok.WaitTimeout(within) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	obsIn.expect(t, clouddeploy.RequestTopic("test-core"), req) // the observer's own
+	if rm := nextRouted(t, requests); rm.GetTopic() != clouddeploy.RequestTopic("test-core") || string(rm.GetPayload()) != req ||
+		rm.GetSource().GetKind() != brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD {
+		t.Fatalf("deployment request on the bus: %v", rm)
+	}
+
+	status := `{"deploymentId":"d-1","status":"Success","timestamp":1}`
+	s.busPublish(subjects.DeployCloud, &brokerv1.RoutedMessage{Topic: "elsewhere/x", Payload: []byte("no")})
+	s.busPublish(subjects.DeployCloud, &brokerv1.RoutedMessage{Topic: clouddeploy.StatusTopic("test-core"), Payload: []byte(status)})
+	obsIn.expect(t, clouddeploy.StatusTopic("test-core"), status)
+	s.logs.waitFor(t, "message refused", "from="+subjects.DeployCloud, "is not this core's deployment status topic")
+	// Neither the request nor our own status, echoed back through the
+	// wide cloud subscription, went through the table; other topics do.
+	if tok := obs.Publish("evergreen/other", 1, false, "x"); !tok.WaitTimeout(within) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	w.in.expect(t, "evergreen/other", "x")
+	w.in.empty(t)
 }
 
 func writeFile(t *testing.T, path string, b []byte) {

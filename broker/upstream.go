@@ -10,6 +10,7 @@ import (
 	"github.com/evergreen-edge/evergreen/broker/cloud"
 	"github.com/evergreen-edge/evergreen/broker/router"
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/evergreen-edge/evergreen/services/kit/topic"
@@ -77,6 +78,20 @@ func (s *Service) fromCloud(topic string, payload []byte) {
 		s.reject("cloud", err.Error())
 		return
 	}
+	thing := s.env.Config.CoreThingName()
+	if thing != "" && topic == clouddeploy.StatusTopic(thing) {
+		return // our own status, back through a wide cloud subscription
+	}
+	if thing != "" && topic == clouddeploy.RequestTopic(thing) {
+		// The core's own traffic: for the deployagent, never routed.
+		s.publishBus(subjects.BrokerCloudDeploy, &brokerv1.RoutedMessage{
+			Topic:   topic,
+			Payload: payload,
+			Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD},
+			Time:    timestamppb.Now(),
+		})
+		return
+	}
 	if sh, ok := shadowTopic(topic); ok && sh.Result != "" && s.isSynced(sh.Thing) {
 		s.publishBus(subjects.BrokerCloudShadow, &brokerv1.RoutedMessage{
 			Topic:   topic,
@@ -120,10 +135,13 @@ func (s *Service) isSynced(thing string) bool {
 	return m != nil && (*m)[thing]
 }
 
-// cloudSubjects lists the upstream subscriptions: the synced shadows', then
-// the table's.
+// cloudSubjects lists the upstream subscriptions: the core's deployment
+// requests, the synced shadows', then the table's.
 func (s *Service) cloudSubjects(t *router.Table) []string {
 	var list []string
+	if thing := s.env.Config.CoreThingName(); thing != "" {
+		list = append(list, clouddeploy.RequestTopic(thing))
+	}
 	if m := s.synced.Load(); m != nil {
 		for _, name := range slices.Sorted(maps.Keys(*m)) {
 			list = append(list, topic.ShadowPrefix+name+"/shadow/#")
@@ -154,6 +172,25 @@ func (s *Service) onShadowCloud(msg *nats.Msg) {
 		return
 	}
 	s.toCloud(&message{src: router.Shadow, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: 1, time: time.Now()})
+}
+
+// onDeployCloud queues a deployment status of the deployagent for the
+// cloud; only the core's status topic is accepted.
+func (s *Service) onDeployCloud(msg *nats.Msg) {
+	rm := &brokerv1.RoutedMessage{}
+	if err := proto.Unmarshal(msg.Data, rm); err != nil {
+		s.reject(msg.Subject, "malformed RoutedMessage: "+err.Error())
+		return
+	}
+	if err := checkMessage(rm.GetTopic(), rm.GetPayload(), 1); err != nil {
+		s.reject(msg.Subject, err.Error())
+		return
+	}
+	if thing := s.env.Config.CoreThingName(); thing == "" || rm.GetTopic() != clouddeploy.StatusTopic(thing) {
+		s.reject(msg.Subject, fmt.Sprintf("topic %q is not this core's deployment status topic", rm.GetTopic()))
+		return
+	}
+	s.toCloud(&message{src: router.Cloud, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: 1, time: time.Now()})
 }
 
 // cloudReady tells the shadow service that a cloud connection has made its

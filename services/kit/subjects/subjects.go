@@ -50,6 +50,17 @@ const (
 	// has (re)made its subscriptions: a moment to resync.
 	BrokerCloudReady = "evergreen.broker.events.cloud"
 
+	// Cloud deployments (services/kit/clouddeploy, docs/cloud.md). These
+	// too bypass the subscription table.
+	//
+	// BrokerCloudDeploy carries what the cloud publishes on the core's
+	// deployment request topic, as a RoutedMessage with source cloud; the
+	// deployagent runs it.
+	BrokerCloudDeploy = "evergreen.broker.cloud.deploy"
+	// DeployCloud carries a RoutedMessage of the deployagent on the core's
+	// deployment status topic; the broker queues it for the cloud.
+	DeployCloud = "evergreen.deploy.cloud"
+
 	// IPConnectivity carries ipdetectorv1.Connectivity whenever the core's
 	// addresses change; certmgr re-issues the MQTT server certificate.
 	IPConnectivity = "evergreen.ipdetector.events.connectivity"
