@@ -19,10 +19,10 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/evergreen-edge/evergreen/certmgr/pki"
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
-	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
-	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/evergreen-edge/evergreen/services/kit/arn"
+	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 )
 
 // upstream is a real mosquitto with mutual TLS playing AWS IoT: it trusts
