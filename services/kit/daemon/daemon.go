@@ -72,8 +72,11 @@ type Env struct {
 	Config    *config.Config
 	Endpoints endpoints.Endpoints
 	Log       *slog.Logger
-	GRPC      *grpc.Server
-	Health    *health.Server
+	// Logs changes Log's level and file space while the daemon runs
+	// (the group's GreengrassSystem logger).
+	Logs   *logging.Control
+	GRPC   *grpc.Server
+	Health *health.Server
 	// Bus is nil when the spec has no bus role.
 	Bus *nats.Conn
 }
@@ -165,7 +168,7 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 		return nil, err
 	}
 	r := &Running{spec: spec, lock: lock, closeLg: closeLog, done: make(chan struct{}), serveErr: make(chan error, 2)}
-	env := &Env{Name: spec.Name, Root: root, Config: cfg, Endpoints: ep, Log: log}
+	env := &Env{Name: spec.Name, Root: root, Config: cfg, Endpoints: ep, Log: log, Logs: closeLog}
 	r.Env = env
 	fail := func(err error) (*Running, error) {
 		r.teardown(context.Background())

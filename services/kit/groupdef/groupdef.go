@@ -203,3 +203,17 @@ func (g *Group) SyncShadowThings() []string {
 	}
 	return names
 }
+
+// FileLogger returns the group's FileSystem logger of component
+// (GreengrassSystem or Lambda), if it has one.
+func (g *Group) FileLogger(component string) (Logger, bool) {
+	if g == nil || g.Loggers == nil {
+		return Logger{}, false
+	}
+	for _, l := range g.Loggers.Loggers {
+		if l.Component == component && l.Type == "FileSystem" {
+			return l, true
+		}
+	}
+	return Logger{}, false
+}

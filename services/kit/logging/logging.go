@@ -42,9 +42,9 @@ func ParseLevel(s string) (slog.Level, error) {
 	return 0, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
 }
 
-// New returns a logger with the daemon name attached and a closer for the
-// file.
-func New(daemon string, o Options) (*slog.Logger, io.Closer, error) {
+// New returns a logger with the daemon name attached and its Control,
+// which also closes the file.
+func New(daemon string, o Options) (*slog.Logger, *Control, error) {
 	lvl, err := ParseLevel(o.Level)
 	if err != nil {
 		return nil, nil, err
@@ -53,17 +53,60 @@ func New(daemon string, o Options) (*slog.Logger, io.Closer, error) {
 	if w == nil {
 		w = os.Stderr
 	}
-	var closer io.Closer = io.NopCloser(nil)
+	c := &Control{level: new(slog.LevelVar), def: lvl}
+	c.level.Set(lvl)
 	if o.File != "" {
-		rf, err := OpenRotating(o.File, o.MaxFileBytes, o.MaxFiles)
-		if err != nil {
+		if c.file, err = OpenRotating(o.File, o.MaxFileBytes, o.MaxFiles); err != nil {
 			return nil, nil, err
 		}
-		w = io.MultiWriter(w, rf)
-		closer = rf
+		c.defMax = c.file.max
+		w = io.MultiWriter(w, c.file)
 	}
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})
-	return slog.New(h).With("daemon", daemon), closer, nil
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: c.level})
+	return slog.New(h).With("daemon", daemon), c, nil
+}
+
+// Control changes a running logger made by New: the group's
+// GreengrassSystem logger sets its level and the space of its files.
+type Control struct {
+	level  *slog.LevelVar
+	def    slog.Level
+	file   *Rotating
+	defMax int64
+}
+
+// Level is the level in force.
+func (c *Control) Level() slog.Level { return c.level.Level() }
+
+// Set puts a level and a space in force: space bounds the bytes of the
+// file and its rotated copies together (at least 64 KiB); space <= 0
+// keeps the configured size.
+func (c *Control) Set(level slog.Level, space int64) {
+	c.level.Set(level)
+	if c.file == nil {
+		return
+	}
+	if space <= 0 {
+		c.file.setMax(c.defMax)
+		return
+	}
+	c.file.setMax(max(space, 64<<10) / int64(c.file.keep+1))
+}
+
+// Reset returns to the configured level and size.
+func (c *Control) Reset() {
+	c.level.Set(c.def)
+	if c.file != nil {
+		c.file.setMax(c.defMax)
+	}
+}
+
+// Close closes the file.
+func (c *Control) Close() error {
+	if c.file == nil {
+		return nil
+	}
+	return c.file.Close()
 }
 
 // Rotating is an io.WriteCloser over a file that rotates by size.
@@ -138,6 +181,12 @@ func (r *Rotating) rotate() error {
 	return r.open()
 }
 
+func (r *Rotating) setMax(n int64) {
+	r.mu.Lock()
+	r.max = n
+	r.mu.Unlock()
+}
+
 // Close closes the file.
 func (r *Rotating) Close() error {
 	r.mu.Lock()
@@ -148,4 +197,17 @@ func (r *Rotating) Close() error {
 	err := r.f.Close()
 	r.f = nil
 	return err
+}
+
+// ParseGroupLevel maps a group logger's Level (DEBUG, INFO, WARN, ERROR,
+// FATAL) to a slog level; FATAL logs errors only, as slog has no fatal.
+func ParseGroupLevel(s string) (slog.Level, error) {
+	if s == "FATAL" {
+		return slog.LevelError + 4, nil
+	}
+	switch s {
+	case "DEBUG", "INFO", "WARN", "ERROR":
+		return ParseLevel(strings.ToLower(s))
+	}
+	return 0, fmt.Errorf("unknown logger level %q (want DEBUG, INFO, WARN, ERROR or FATAL)", s)
 }

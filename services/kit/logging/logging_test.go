@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,5 +50,48 @@ func TestLoggerWritesBoth(t *testing.T) {
 	}
 	if _, _, err := New("x", Options{Level: "loud"}); err == nil {
 		t.Fatal("bad level accepted")
+	}
+}
+
+// A Control changes the level and the space of a running logger, and
+// Reset goes back to the configuration.
+func TestControl(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "d.log")
+	var stderr bytes.Buffer
+	log, c, err := New("d", Options{File: file, MaxFileBytes: 1 << 20, MaxFiles: 3, Level: "info", Stderr: &stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	log.Debug("hidden")
+	lvl, _ := ParseGroupLevel("DEBUG")
+	c.Set(lvl, 64<<10)
+	log.Debug("shown")
+	for i := 0; i < 2000; i++ {
+		log.Info("filler", "i", i, "pad", strings.Repeat("x", 100))
+	}
+	var total int64
+	matches, _ := filepath.Glob(file + "*")
+	for _, m := range matches {
+		st, _ := os.Stat(m)
+		total += st.Size()
+	}
+	if total > 64<<10+4096 {
+		t.Errorf("files hold %d bytes under a 64 KiB space", total)
+	}
+	if !strings.Contains(stderr.String(), "shown") || strings.Contains(stderr.String(), "hidden") {
+		t.Errorf("levels: %q", stderr.String()[:200])
+	}
+	fatal, _ := ParseGroupLevel("FATAL")
+	c.Set(fatal, 0)
+	log.Error("not fatal")
+	c.Reset()
+	log.Info("back")
+	if strings.Contains(stderr.String(), "not fatal") || !strings.Contains(stderr.String(), "back") || c.Level() != slog.LevelInfo {
+		t.Errorf("FATAL then Reset: level %v", c.Level())
+	}
+	if _, err := ParseGroupLevel("info"); err == nil {
+		t.Error("lower-case group level accepted")
 	}
 }
