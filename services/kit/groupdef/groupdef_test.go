@@ -388,6 +388,25 @@ func TestParseRejects(t *testing.T) {
 			msg:   `"index." is not <module>.<function>`,
 		},
 		{
+			name: "https CodeUri needs CodeSha256",
+			mutate: func(g any) {
+				set(g, j(`{"Runtime": "nodejs12.x", "Handler": "index.handler", "CodeUri": "https://artifacts.example.com/code.zip?sig=1"}`), "Functions", "Functions", 0, "Evergreen")
+			},
+			paths: []string{"Functions[0].Evergreen.CodeSha256"},
+			msg:   `required with an https:// CodeUri`,
+		},
+		{
+			name: "model artifact source",
+			mutate: func(g any) {
+				setResources(g, `[{"Id": "model", "Name": "model", "ResourceDataContainer": {"S3MachineLearningModelResourceData": {"DestinationPath": "/ml", "S3Uri": "s3://models/m.zip",
+					"Evergreen": {"Url": "http://insecure/m.zip", "Sha256": "abc", "Size": -1}}}}]`)
+			},
+			paths: []string{"Resources[0].ResourceDataContainer.S3MachineLearningModelResourceData.Evergreen.Url",
+				"Resources[0].ResourceDataContainer.S3MachineLearningModelResourceData.Evergreen.Sha256",
+				"Resources[0].ResourceDataContainer.S3MachineLearningModelResourceData.Evergreen.Size"},
+			msg: `want https://host/path or file:///absolute/path`,
+		},
+		{
 			name: "Evergreen block on a system function",
 			mutate: func(g any) {
 				appendTo(g, j(`{"Id": "spooler", "FunctionArn": "arn:aws:lambda:::function:GGCloudSpooler:1", "Evergreen": {"Runtime": "go", "Handler": "x", "CodeUri": "x"}}`), "Functions", "Functions")

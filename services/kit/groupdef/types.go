@@ -185,6 +185,18 @@ type S3MachineLearningModelResourceData struct {
 	DestinationPath string                        `json:"DestinationPath,omitempty"`
 	S3Uri           string                        `json:"S3Uri,omitempty"`
 	OwnerSetting    *ResourceDownloadOwnerSetting `json:"OwnerSetting,omitempty"`
+	// Evergreen says where this core fetches the model from (a core has
+	// no AWS credentials for S3Uri).
+	Evergreen *ArtifactSource `json:"Evergreen,omitempty"`
+}
+
+// ArtifactSource is where the deployagent fetches an artifact from: an
+// https:// or file:/// URL, the SHA-256 of the file (required), and its
+// size in bytes (optional; checked when given).
+type ArtifactSource struct {
+	Url    string `json:"Url,omitempty"`
+	Sha256 string `json:"Sha256,omitempty"`
+	Size   int    `json:"Size,omitempty"`
 }
 
 // SageMakerMachineLearningModelResourceData is the output of a SageMaker

@@ -296,6 +296,19 @@ func (v *validator) resources(g *Group) map[string]resourceRef {
 			}
 			v.ownerSetting(kp+".OwnerSetting", d.OwnerSetting)
 			ref.owner = d.OwnerSetting != nil
+			if e := d.Evergreen; e != nil {
+				if v.required(kp+".Evergreen.Url", e.Url) {
+					if err := checkArtifactURL(e.Url); err != nil {
+						v.add(kp+".Evergreen.Url", "%v", err)
+					}
+				}
+				if v.required(kp+".Evergreen.Sha256", e.Sha256) && !lowerHex64(e.Sha256) {
+					v.add(kp+".Evergreen.Sha256", "%q is not 64 lowercase hex digits (the SHA-256 of the archive)", e.Sha256)
+				}
+				if e.Size < 0 {
+					v.add(kp+".Evergreen.Size", "is %d; must be 0 (unknown) or the archive's size in bytes", e.Size)
+				}
+			}
 		case c.SageMakerMachineLearningModelResourceData != nil:
 			d := c.SageMakerMachineLearningModelResourceData
 			v.absolute(kp+".DestinationPath", d.DestinationPath)
@@ -492,6 +505,24 @@ func (v *validator) extension(p string, e *FunctionExtension, system bool) {
 	if e.CodeSha256 != "" && !lowerHex64(e.CodeSha256) {
 		v.add(p+".CodeSha256", "%q is not 64 lowercase hex digits (the SHA-256 of the code)", e.CodeSha256)
 	}
+	if strings.HasPrefix(e.CodeUri, "https://") && e.CodeSha256 == "" {
+		v.add(p+".CodeSha256", "required with an https:// CodeUri: the SHA-256 of the .zip the deployagent downloads")
+	}
+}
+
+// checkArtifactURL accepts what the deployagent fetches: https:// with a
+// host, or file:///absolute/path.
+func checkArtifactURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a valid URL: %v", s, err)
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	case u.Scheme == "file" && (u.Host == "" || u.Host == "localhost") && strings.HasPrefix(u.Path, "/"):
+		return nil
+	}
+	return fmt.Errorf("%q: want https://host/path or file:///absolute/path", s)
 }
 
 func lowerHex64(s string) bool {
@@ -519,8 +550,10 @@ func checkCodeURI(s string) error {
 	switch {
 	case err != nil:
 		return fmt.Errorf("%q is not a valid URI: %v", s, err)
+	case u.Scheme == "https":
+		return checkArtifactURL(s)
 	case u.Scheme != "file":
-		return fmt.Errorf("scheme %q is not supported; use file:///absolute/path or a path relative to the group file", u.Scheme)
+		return fmt.Errorf("scheme %q is not supported; use https://, file:///absolute/path or a path relative to the group file", u.Scheme)
 	case u.Host != "" && u.Host != "localhost":
 		return fmt.Errorf("%q names host %q; only local files are supported", s, u.Host)
 	case !strings.HasPrefix(u.Path, "/"):
