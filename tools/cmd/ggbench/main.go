@@ -32,6 +32,7 @@ func main() {
 	shadowOnly := flag.Bool("shadow", false, "run only the shadow scenarios")
 	runtimeOnly := flag.Bool("runtime", false, "run only the runtime (function) scenarios")
 	things := flag.Int("things", 100, "things (devices) in the shadow round-trip scenario")
+	deployOnly := flag.Bool("deploy", false, "run only the deployment scenarios")
 	flag.Parse()
 	ggd, err := filepath.Abs(filepath.Join(*bin, "ggd"))
 	must(err)
@@ -58,6 +59,10 @@ func main() {
 	}
 	if *runtimeOnly {
 		runtimeBench(ggd, *loadFor)
+		return
+	}
+	if *deployOnly {
+		deployBench(ggd, min(*runs, 6))
 		return
 	}
 
