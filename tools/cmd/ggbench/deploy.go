@@ -6,7 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-		"sync/atomic"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
