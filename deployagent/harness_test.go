@@ -79,11 +79,14 @@ type consumer struct {
 	hang bool
 	// gate, when set, holds every apply until it is closed.
 	gate chan struct{}
+	// prepareRefuse: a Prepare func that refuses groups holding refuseID.
+	prepareRefuse bool
 
 	mu       sync.Mutex
 	loaded   *groupdef.Group
 	loadedID string
 	calls    []applyCall
+	prepared []string
 	stopServ func()
 }
 
@@ -104,7 +107,19 @@ func (c *consumer) Start(ctx context.Context, env *daemon.Env) error {
 	c.mu.Lock()
 	c.loaded, c.loadedID, c.calls = g, id, nil
 	c.mu.Unlock()
-	c.stopServ, err = deployment.Serve(env, c.apply)
+	var opts []deployment.Option
+	if c.prepareRefuse {
+		opts = append(opts, deployment.WithPrepare(func(_ context.Context, g *groupdef.Group, id string) error {
+			c.mu.Lock()
+			c.prepared = append(c.prepared, id)
+			c.mu.Unlock()
+			if hasID(g, refuseID) {
+				return fmt.Errorf("prepare: %q is not allowed on this core", refuseID)
+			}
+			return nil
+		}))
+	}
+	c.stopServ, err = deployment.Serve(env, c.apply, opts...)
 	return err
 }
 

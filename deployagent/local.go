@@ -46,7 +46,23 @@ type Config struct {
 	// CoreConfig, when it names the core's thing (coreThing.thingArn), makes
 	// groups built for another core invalid. Optional.
 	CoreConfig *config.Config
+	// Artifacts is the artifacts stage: fetch and verify what the group
+	// needs before any daemon is asked. Nil: nothing to do (the stage is
+	// still recorded). This is the hook for deployagent/artifact.
+	Artifacts ArtifactsFunc
+	// RecoverWait is how long a start-up recovery waits for a consumer that
+	// is not running yet; DefaultRecoverWait when zero.
+	RecoverWait time.Duration
 }
+
+// ArtifactsFunc fetches and verifies the artifacts of the group next puts
+// in force, before any daemon prepares it. An error fails the deployment
+// with nothing changed.
+type ArtifactsFunc func(ctx context.Context, deploymentID string, next *deployment.Record) error
+
+// DefaultRecoverWait bounds how long a start-up recovery waits for each
+// consuming daemon to come up.
+const DefaultRecoverWait = 60 * time.Second
 
 // Local is the deployment service. It implements deployv1.DeployerClient,
 // so in-process callers use it exactly as they would the gRPC API; NewServer
@@ -62,6 +78,9 @@ type Local struct {
 	consumers []string
 	timeout   time.Duration
 	coreThing string
+	artifacts ArtifactsFunc
+	// recoverWait: see Config.RecoverWait.
+	recoverWait time.Duration
 
 	// busy is set while a deployment runs: one at a time.
 	busy atomic.Bool
@@ -98,6 +117,9 @@ func NewLocal(c Config) (*Local, error) {
 	if c.ApplyTimeout <= 0 {
 		c.ApplyTimeout = DefaultApplyTimeout
 	}
+	if c.RecoverWait <= 0 {
+		c.RecoverWait = DefaultRecoverWait
+	}
 	consumers := slices.Clone(c.Consumers)
 	slices.Sort(consumers)
 	consumers = slices.Compact(consumers)
@@ -112,6 +134,9 @@ func NewLocal(c Config) (*Local, error) {
 		log:       c.Log,
 		consumers: consumers,
 		timeout:   c.ApplyTimeout,
+		artifacts: c.Artifacts,
+
+		recoverWait: c.RecoverWait,
 	}
 	if c.CoreConfig != nil && c.CoreConfig.CoreThing.ThingArn != "" {
 		l.coreThing = c.CoreConfig.CoreThingName()
@@ -125,7 +150,8 @@ func NewLocal(c Config) (*Local, error) {
 }
 
 // restore makes memory match the disk after any kind of stop, including a
-// power cut in the middle of a deployment.
+// power cut in the middle of a deployment, and resumes what must go on:
+// see "Crash safety" in README.md for every case.
 func (l *Local) restore() error {
 	removed, err := deployment.RemoveStaleTemps(l.root)
 	for _, p := range removed {
@@ -134,9 +160,17 @@ func (l *Local) restore() error {
 	if err != nil {
 		return fmt.Errorf("deployagent: %w", err)
 	}
-	cur, err := deployment.ReadCurrent(l.root)
+	cur, fallback, err := deployment.ReadInForce(l.root)
 	if err != nil {
-		return fmt.Errorf("deployagent: %w (restore it from previous.json or remove it to start with no group)", err)
+		return fmt.Errorf("deployagent: %w (remove both to start with no group)", err)
+	}
+	if fallback != "" {
+		// The daemons did the same in LoadCurrent: the last good record
+		// is in force. Make current.json say so again.
+		l.log.Error("current.json is unreadable; the last good group (previous.json) is in force", "err", fallback, "in_force", currentID(cur))
+		if err := deployment.Restore(l.root, cur, cur); err != nil {
+			return fmt.Errorf("deployagent: repair current.json from previous.json: %w", err)
+		}
 	}
 	l.setCurrent(cur)
 	if l.history, err = deployment.ReadHistory(l.root); err != nil {
@@ -144,47 +178,113 @@ func (l *Local) restore() error {
 		l.history = nil
 	}
 
-	stagedPath := deployment.Path(l.root, deployment.StagedFile)
-	staged, err := deployment.ReadRecord(stagedPath)
+	st, err := deployment.ReadState(l.root)
 	if err != nil {
 		l.log.Error("discarding an unreadable staged deployment", "err", err)
-	}
-	if err != nil || staged != nil {
-		if err := removeDurably(stagedPath); err != nil {
+		if err := deployment.RemoveState(l.root); err != nil {
 			return fmt.Errorf("deployagent: discard staged deployment: %w", err)
 		}
+		// What it was is lost; if it had been committed, current.json
+		// names a deployment that has no outcome yet: confirm it.
+		if cur != nil && l.find(cur.DeploymentID) == nil {
+			prev, _ := deployment.ReadRecord(deployment.Path(l.root, deployment.PreviousFile))
+			st = &deployment.State{DeploymentID: cur.DeploymentID, Type: typeOf(cur).String(), Stage: deployment.StageCommitted,
+				CreatedAt: cur.DeployedAt, Next: cur, Previous: prev, PreviousFile: prev}
+		}
 	}
-	if staged == nil || l.find(staged.DeploymentID) != nil {
+	if st == nil {
 		return nil
 	}
+	if d := l.find(st.DeploymentID); d != nil && d.Status != inProgress {
+		// Stopped between recording the outcome and removing staged.json.
+		return deployment.RemoveState(l.root)
+	}
+
 	d := &deployv1.Deployment{
-		DeploymentId: staged.DeploymentID,
-		Type:         deployv1.DeploymentType_DEPLOYMENT_TYPE_NEW,
-		CreatedAt:    timestamppb.New(staged.DeployedAt),
-		FinishedAt:   timestamppb.Now(),
-		GroupSha256:  staged.GroupSHA256,
+		DeploymentId: st.DeploymentID,
+		Type:         typeOf(st.Next),
+		Status:       inProgress,
+		CreatedAt:    timestamppb.New(st.CreatedAt),
+		GroupSha256:  st.Next.GroupSHA256,
+		Stage:        st.Stage,
+		RedeployOf:   st.RedeployOf,
+		Results:      protoResults(st.Results),
 	}
-	if staged.Reset {
-		d.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET
+	if v, ok := deployv1.DeploymentType_value[st.Type]; ok && v != 0 {
+		d.Type = deployv1.DeploymentType(v)
 	}
-	if cur != nil && cur.DeploymentID == staged.DeploymentID {
-		// Stopped after current.json was written: it is in force.
-		d.Status = deployv1.DeploymentStatus_DEPLOYMENT_STATUS_SUCCESS
-		l.log.Info("recorded a deployment that completed just before the last stop", "deployment", d.DeploymentId)
+	committed := cur != nil && cur.DeploymentID == st.DeploymentID
+	j := &job{d: d, st: st, events: newEventStream(context.Background()), force: d.Type == deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET,
+		recovering: true, log: l.log.With("deployment", d.DeploymentId, "recovery", true)}
+	switch {
+	case st.Stage == "" && committed:
+		// Written before stages existed: committed only once every
+		// daemon had applied it.
+		l.record(j, succeeded, "")
+	case st.Stage == "":
+		l.record(j, failed, "interrupted: the deployagent stopped before every daemon acknowledged; the previous group stays in force")
+	case st.Stage == deployment.StageRolledBack:
+		if committed {
+			if err := deployment.Restore(l.root, st.Previous, st.PreviousFile); err != nil {
+				return fmt.Errorf("deployagent: put the previous group back: %w", err)
+			}
+			l.setCurrent(st.Previous)
+		}
+		l.record(j, failed, st.Reason)
+	case st.Stage == deployment.StageRollingBack:
+		j.log.Warn("resuming the rollback of a deployment cut short by the last stop")
+		l.resume(j, func() { l.rollback(j, l.consumers, d.Results) })
+	case !committed:
+		l.record(j, failed, "interrupted before commit (at stage "+st.Stage+"): the previous group stays in force")
+	case st.Stage == deployment.StageApplied || st.Stage == deployment.StageDone:
+		l.record(j, succeeded, "")
+	default:
+		// Committed, not confirmed by every daemon: the new group is in
+		// force (each daemon loaded it when it started); ask each to
+		// confirm, and roll back if one refuses.
+		j.log.Warn("resuming a committed deployment cut short by the last stop: asking every daemon to confirm it")
+		l.resume(j, func() { l.applyAll(j) })
+	}
+	return nil
+}
+
+// record ends a deployment found on start without touching any daemon.
+func (l *Local) record(j *job, status deployv1.DeploymentStatus, reason string) {
+	if status == succeeded {
+		j.log.Info("recorded a deployment that completed just before the last stop")
 	} else {
-		d.Status = deployv1.DeploymentStatus_DEPLOYMENT_STATUS_FAILURE
-		d.Error = "interrupted: the deployagent stopped before every daemon acknowledged; the previous group stays in force"
-		l.log.Warn("discarded a deployment interrupted by the last stop; the previous group stays in force",
-			"deployment", d.DeploymentId, "in_force", currentID(cur))
+		j.log.Warn("recorded a deployment interrupted by the last stop", "reason", reason, "in_force", currentID(l.current))
 	}
-	l.history = append([]*deployv1.Deployment{d}, l.history...)
+	j.d.Status, j.d.Error, j.d.FinishedAt = status, reason, timestamppb.Now()
+	l.history = append([]*deployv1.Deployment{j.d}, l.history...)
 	if len(l.history) > deployment.HistoryLimit {
 		l.history = l.history[:deployment.HistoryLimit]
 	}
 	if err := deployment.WriteHistory(l.root, l.history); err != nil {
 		l.log.Error("write deployment history", "err", err)
 	}
-	return nil
+	if err := deployment.RemoveState(l.root); err != nil {
+		l.log.Error("remove staged deployment", "err", err)
+	}
+}
+
+// resume runs the rest of a deployment found on start in the background:
+// the consumers may still be starting. It holds busy like any deployment.
+func (l *Local) resume(j *job, rest func()) {
+	l.busy.Store(true)
+	l.inflight = j.d
+	l.running.Add(1)
+	go func() {
+		defer l.running.Done()
+		rest()
+	}()
+}
+
+func typeOf(r *deployment.Record) deployv1.DeploymentType {
+	if r != nil && r.Reset {
+		return deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET
+	}
+	return deployv1.DeploymentType_DEPLOYMENT_TYPE_NEW
 }
 
 // setCurrent installs the record in force. A stored group that no longer
@@ -253,7 +353,7 @@ func validID(id string) bool {
 // progress events. The deployment runs to the end even when the caller
 // stops reading.
 func (l *Local) Deploy(ctx context.Context, req *deployv1.DeployRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[deployv1.DeployEvent], error) {
-	next, err := l.validate(req)
+	typ, next, err := l.validate(req)
 	if err != nil {
 		return nil, err
 	}
@@ -262,75 +362,139 @@ func (l *Local) Deploy(ctx context.Context, req *deployv1.DeployRequest, _ ...gr
 	}
 	d := &deployv1.Deployment{
 		DeploymentId: req.GetDeploymentId(),
-		Type:         deployv1.DeploymentType_DEPLOYMENT_TYPE_NEW,
-		Status:       deployv1.DeploymentStatus_DEPLOYMENT_STATUS_IN_PROGRESS,
+		Type:         typ,
+		Status:       inProgress,
 		CreatedAt:    timestamppb.New(next.DeployedAt),
 		GroupSha256:  next.GroupSHA256,
-	}
-	if next.Reset {
-		d.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET
+		Stage:        deployment.StageReceived,
 	}
 	l.mu.Lock()
-	switch {
-	case l.closed:
+	fail := func(err error) (grpc.ServerStreamingClient[deployv1.DeployEvent], error) {
 		l.mu.Unlock()
 		l.busy.Store(false)
-		return nil, fmt.Errorf("the deployagent is stopping: %w", errdefs.ErrUnavailable)
+		return nil, err
+	}
+	switch {
+	case l.closed:
+		return fail(fmt.Errorf("the deployagent is stopping: %w", errdefs.ErrUnavailable))
 	case d.DeploymentId == "":
 		d.DeploymentId = newID(next.DeployedAt)
 	case l.find(d.DeploymentId) != nil || (l.current != nil && l.current.DeploymentID == d.DeploymentId):
-		l.mu.Unlock()
-		l.busy.Store(false)
-		return nil, errdefs.InvalidArgument("deployment_id", "%q was used before", d.DeploymentId)
+		return fail(errdefs.InvalidArgument("deployment_id", "%q was used before", d.DeploymentId))
+	}
+	switch typ {
+	case deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY:
+		of := req.GetRedeployOf()
+		if !l.current.HasGroup() || l.currentGroup == nil {
+			return fail(fmt.Errorf("no group is deployed: nothing to redeploy: %w", errdefs.ErrFailedPrecondition))
+		}
+		if of == "" {
+			of = l.current.DeploymentID
+		}
+		if of != l.current.DeploymentID {
+			// v1 redeploys a deployment by id; here only the group in
+			// force can be, whichever deployment put it there.
+			past := l.find(of)
+			if past == nil {
+				return fail(errdefs.NotFound("deployment", of))
+			}
+			if past.GetGroupSha256() != l.current.GroupSHA256 || past.GetStatus() != succeeded {
+				return fail(fmt.Errorf("deployment %s's group is not the group in force (deployment %s); only the group in force can be redeployed: deploy its file again: %w",
+					of, l.current.DeploymentID, errdefs.ErrFailedPrecondition))
+			}
+		}
+		next.Group, next.GroupSHA256 = slices.Clone(l.currentGroup), l.current.GroupSHA256
+		d.GroupSha256, d.RedeployOf = next.GroupSHA256, of
+	case deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET:
+		if !l.current.HasGroup() {
+			return fail(fmt.Errorf("no group is deployed: nothing to reset (a force reset resets anyway): %w", errdefs.ErrFailedPrecondition))
+		}
 	}
 	next.DeploymentID = d.DeploymentId
 	l.inflight = d
 	// Added under mu, so never concurrently with Close's Wait.
 	l.running.Add(1)
+	prevFile, perr := deployment.ReadRecord(deployment.Path(l.root, deployment.PreviousFile))
+	if perr != nil {
+		l.log.Warn("previous.json unreadable; a rollback will remove it", "err", perr)
+	}
+	st := &deployment.State{
+		DeploymentID: d.DeploymentId, Type: typ.String(), Stage: deployment.StageReceived, CreatedAt: next.DeployedAt,
+		RedeployOf: d.RedeployOf, Next: next, Previous: l.current, PreviousFile: prevFile,
+	}
 	l.mu.Unlock()
 
-	events := newEventStream(ctx)
+	j := &job{d: d, st: st, events: newEventStream(ctx), force: typ == deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET,
+		log: l.log.With("deployment", d.DeploymentId, "type", typ.String())}
 	go func() {
 		defer l.running.Done()
-		l.run(d, next, events)
+		l.run(j)
 	}()
-	return events, nil
+	return j.events, nil
 }
 
 // validate checks the request and builds the record the deployment would
-// put in force (without its id).
-func (l *Local) validate(req *deployv1.DeployRequest) (*deployment.Record, error) {
+// put in force (without its id; a redeployment's group is filled in under
+// l.mu).
+func (l *Local) validate(req *deployv1.DeployRequest) (deployv1.DeploymentType, *deployment.Record, error) {
+	const none = deployv1.DeploymentType_DEPLOYMENT_TYPE_UNSPECIFIED
 	if id := req.GetDeploymentId(); id != "" && !validID(id) {
-		return nil, errdefs.InvalidArgument("deployment_id", "%q must be 1 to 128 of [A-Za-z0-9._:-], starting with a letter or digit", clip(id))
+		return none, nil, errdefs.InvalidArgument("deployment_id", "%q must be 1 to 128 of [A-Za-z0-9._:-], starting with a letter or digit", clip(id))
+	}
+	typ := req.GetType()
+	if typ == none {
+		typ = deployv1.DeploymentType_DEPLOYMENT_TYPE_NEW
+		if req.GetReset_() {
+			typ = deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET
+		}
+	}
+	if req.GetRedeployOf() != "" && typ != deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY {
+		return none, nil, errdefs.InvalidArgument("redeploy_of", "only for type DEPLOYMENT_TYPE_REDEPLOY")
 	}
 	data := req.GetGroupJson()
-	switch {
-	case req.GetReset_() && len(data) > 0:
-		return nil, errdefs.InvalidArgument("group_json", "must be empty when reset is set")
-	case req.GetReset_():
-		return &deployment.Record{DeployedAt: time.Now().UTC(), Reset: true}, nil
-	case len(data) == 0:
-		return nil, errdefs.InvalidArgument("group_json", "required unless reset is set")
+	now := time.Now().UTC()
+	switch typ {
+	case deployv1.DeploymentType_DEPLOYMENT_TYPE_NEW:
+		switch {
+		case req.GetReset_() && len(data) > 0:
+			return none, nil, errdefs.InvalidArgument("group_json", "must be empty when reset is set")
+		case req.GetReset_():
+			return none, nil, errdefs.InvalidArgument("reset", "a NEW deployment takes a group, not reset")
+		case len(data) == 0:
+			return none, nil, errdefs.InvalidArgument("group_json", "required unless reset is set")
+		}
+	case deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET, deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET:
+		if len(data) > 0 {
+			return none, nil, errdefs.InvalidArgument("group_json", "must be empty when reset is set")
+		}
+		return typ, &deployment.Record{DeployedAt: now, Reset: true}, nil
+	case deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY:
+		if len(data) > 0 || req.GetReset_() {
+			return none, nil, errdefs.InvalidArgument("group_json", "must be empty for a redeployment (the group in force is deployed again), and reset unset")
+		}
+		return typ, &deployment.Record{DeployedAt: now}, nil
+	default:
+		return none, nil, errdefs.InvalidArgument("type", "unknown deployment type %d", typ)
 	}
 	g, err := groupdef.Parse(data)
 	if err != nil {
-		return nil, errdefs.InvalidArgument("group_json", "%s", describe(err))
+		return none, nil, errdefs.InvalidArgument("group_json", "%s", describe(err))
 	}
 	if l.coreThing != "" {
 		if name := g.CoreThingName(); name != l.coreThing {
-			return nil, errdefs.InvalidArgument("group_json", "Core.Cores[0].ThingArn: the group is for core thing %q, but this core is %q (coreThing.thingArn in config.json)", name, l.coreThing)
+			return none, nil, errdefs.InvalidArgument("group_json", "Core.Cores[0].ThingArn: the group is for core thing %q, but this core is %q (coreThing.thingArn in config.json)", name, l.coreThing)
 		}
 	}
 	canon, err := groupdef.Marshal(g)
 	if err != nil {
-		return nil, fmt.Errorf("encode group: %v: %w", err, errdefs.ErrInternal)
+		return none, nil, fmt.Errorf("encode group: %v: %w", err, errdefs.ErrInternal)
 	}
 	// The group travels whole in one bus message.
 	if limit := l.bus.MaxPayload() - applyOverhead; limit > 0 && int64(len(canon)) > limit {
-		return nil, errdefs.InvalidArgument("group_json", "the group is %d bytes in canonical form; the internal bus carries at most %d", len(canon), limit)
+		return none, nil, errdefs.InvalidArgument("group_json", "the group is %d bytes in canonical form; the internal bus carries at most %d", len(canon), limit)
 	}
 	sum := sha256.Sum256(data)
-	return &deployment.Record{DeployedAt: time.Now().UTC(), GroupSHA256: hex.EncodeToString(sum[:]), Group: canon}, nil
+	return typ, &deployment.Record{DeployedAt: now, GroupSHA256: hex.EncodeToString(sum[:]), Group: canon}, nil
 }
 
 // describe lists every validation error on one line.
@@ -403,6 +567,24 @@ func (l *Local) GetCurrentGroup(context.Context, *deployv1.GetCurrentGroupReques
 	return &deployv1.GetCurrentGroupResponse{DeploymentId: l.current.DeploymentID, GroupJson: slices.Clone(l.currentGroup)}, nil
 }
 
+// GetApplied asks every consuming daemon which deployment it runs.
+func (l *Local) GetApplied(context.Context, *deployv1.GetAppliedRequest, ...grpc.CallOption) (*deployv1.GetAppliedResponse, error) {
+	l.mu.Lock()
+	resp := &deployv1.GetAppliedResponse{}
+	if l.current != nil {
+		resp.DeploymentId, resp.GroupSha256 = l.current.DeploymentID, l.current.GroupSHA256
+	}
+	l.mu.Unlock()
+	for _, o := range l.askAll(l.consumers, &deployv1.ApplyGroup{Phase: phaseQuery}, func(outcome) {}) {
+		a := &deployv1.DaemonApplied{Daemon: o.daemon, DeploymentId: o.appliedID, GroupSha256: o.appliedSHA}
+		if !o.ok {
+			a.Error = o.reason
+		}
+		resp.Daemons = append(resp.Daemons, a)
+	}
+	return resp, nil
+}
+
 // find returns the deployment with that id; l.mu held.
 func (l *Local) find(id string) *deployv1.Deployment {
 	if l.inflight != nil && l.inflight.DeploymentId == id {
@@ -432,6 +614,7 @@ func recordedDeployment(r *deployment.Record) *deployv1.Deployment {
 		CreatedAt:    timestamppb.New(r.DeployedAt),
 		FinishedAt:   timestamppb.New(r.DeployedAt),
 		GroupSha256:  r.GroupSHA256,
+		Stage:        deployment.StageDone,
 	}
 	if r.Reset {
 		d.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET

@@ -167,7 +167,7 @@ func TestLocalServiceInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last *deployv1.DeployEvent
-	n := 0
+	var msgs, stages []string
 	for {
 		ev := &deployv1.DeployEvent{}
 		err := stream.RecvMsg(ev)
@@ -177,10 +177,13 @@ func TestLocalServiceInProcess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		last, n = ev, n+1
+		last = ev
+		msgs, stages = append(msgs, ev.GetMessage()), append(stages, ev.GetStage())
 	}
-	if last.GetStatus() != success || n != 3 || len(last.GetResults()) != 1 {
-		t.Fatalf("%d events, last %v; want validated, alpha applied, SUCCESS with alpha's result only", n, last)
+	wantMsgs := []string{"validated", "artifacts ready", "alpha prepared", "prepared", "committed: current.json names " + last.GetDeploymentId(), "alpha applied", "applied", "deployment succeeded"}
+	wantStages := []string{"validated", "artifacts", "artifacts", "prepared", "committed", "committed", "applied", "done"}
+	if last.GetStatus() != success || !reflect.DeepEqual(msgs, wantMsgs) || !reflect.DeepEqual(stages, wantStages) || len(last.GetResults()) != 1 {
+		t.Fatalf("events %q stages %q, last %v; want %q in stages %q, SUCCESS with alpha's result only", msgs, stages, last, wantMsgs, wantStages)
 	}
 	resp, err := c.GetCurrentGroup(context.Background(), &deployv1.GetCurrentGroupRequest{})
 	if err != nil || !reflect.DeepEqual(resp.GetGroupJson(), canonical(t, groupJSON("hello"))) {

@@ -50,3 +50,7 @@ func (s *grpcServer) ListDeployments(ctx context.Context, req *deployv1.ListDepl
 func (s *grpcServer) GetCurrentGroup(ctx context.Context, req *deployv1.GetCurrentGroupRequest) (*deployv1.GetCurrentGroupResponse, error) {
 	return s.d.GetCurrentGroup(ctx, req)
 }
+
+func (s *grpcServer) GetApplied(ctx context.Context, req *deployv1.GetAppliedRequest) (*deployv1.GetAppliedResponse, error) {
+	return s.d.GetApplied(ctx, req)
+}

@@ -313,3 +313,121 @@ func Alive(pid int) bool {
 // RequireAll reports whether every environment-dependent test must run
 // (CI sets EVERGREEN_REQUIRE_ALL=1).
 func RequireAll() bool { return os.Getenv("EVERGREEN_REQUIRE_ALL") != "" }
+
+var (
+	tagBuildsMu sync.Mutex
+	tagBuilds   = map[string]string{}
+)
+
+// BinaryWithTags builds ggd (./services/cmd/ggd) with the given build tags
+// once per test binary into a temp dir and returns its path; crash tests use
+// it for `-tags failpoints`. Never $EVERGREEN_BIN: that one has no tags.
+func BinaryWithTags(t testing.TB, tags string) string {
+	t.Helper()
+	tagBuildsMu.Lock()
+	defer tagBuildsMu.Unlock()
+	if p, ok := tagBuilds[tags]; ok {
+		return p
+	}
+	repo, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.MkdirTemp("", "evergreen-bin-"+strings.ReplaceAll(tags, ",", "-")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(out, "ggd")
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", p, "./services/cmd/ggd")
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags %s: %v\n%s", tags, err, b)
+	}
+	tagBuilds[tags] = p
+	return p
+}
+
+// LaunchOptions tunes LaunchWith.
+type LaunchOptions struct {
+	// Binary is the ggd to run; Binary(t, "ggd") when empty.
+	Binary string
+	// Env is added to the test's environment.
+	Env []string
+}
+
+// LaunchWith starts the supervisor in a process group of its own (so Kill
+// can take it down with everything it started) without waiting.
+func LaunchWith(t testing.TB, root layout.Root, o LaunchOptions) *Suite {
+	t.Helper()
+	bin := o.Binary
+	if bin == "" {
+		bin = Binary(t, "ggd")
+	}
+	s := &Suite{t: t, Root: root, Stderr: &syncBuffer{}, done: make(chan struct{})}
+	s.Cmd = exec.Command(bin, "--root", root.Dir())
+	s.Cmd.Env = append(os.Environ(), o.Env...)
+	s.Cmd.Stderr = s.Stderr
+	s.Cmd.Stdout = s.Stderr
+	s.Cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := s.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.Cmd.Wait(); close(s.done) }()
+	t.Cleanup(func() {
+		s.Stop(10 * time.Second)
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		if t.Failed() {
+			t.Logf("supervisor output:\n%s", s.Stderr.String())
+		}
+	})
+	return s
+}
+
+// Kill is a power cut for the suite: SIGKILL to the supervisor's process
+// group and to every daemon's (the supervisor puts each in its own), with
+// no chance to clean up. It returns when all of them are gone.
+func (s *Suite) Kill() {
+	s.t.Helper()
+	var pids []int
+	entries, _ := os.ReadDir(s.Root.RunDir())
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".pid")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(s.Root.PidFile(name))
+		if err != nil {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &pid); err == nil && pid > 1 && pid != os.Getpid() {
+			pids = append(pids, pid)
+		}
+	}
+	if s.Cmd.Process != nil {
+		syscall.Kill(-s.Cmd.Process.Pid, syscall.SIGKILL)
+		syscall.Kill(s.Cmd.Process.Pid, syscall.SIGKILL)
+	}
+	for _, pid := range pids {
+		if ownProcess(pid, s.Cmd.Path) {
+			syscall.Kill(-pid, syscall.SIGKILL)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	<-s.done
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for Alive(pid) && ownProcess(pid, s.Cmd.Path) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// ownProcess says whether pid runs bin (a pid file may be stale).
+func ownProcess(pid int, bin string) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil && strings.TrimSuffix(exe, " (deleted)") == bin
+}

@@ -5,12 +5,17 @@
 // deployments with Serve. Files (all written with atomicfile, so a power cut
 // leaves the old content or the new one):
 //
-//	current.json   the deployment in force: Record
-//	previous.json  the one it replaced: Record
-//	staged.json    a deployment being applied now; left behind only by a
-//	               deployagent that stopped mid-deployment, and then discarded
+//	current.json   the deployment in force: Record. This is the pointer: a
+//	               deployment is committed the moment its record is renamed
+//	               over current.json, and not before.
+//	previous.json  the one it replaced: Record; also the last good copy that
+//	               LoadCurrent falls back to when current.json is unreadable
+//	staged.json    the deployment in flight: State (its stage, the record it
+//	               puts in force, the records it replaces); removed when the
+//	               outcome is in history.json
 //	history.json   the last HistoryLimit deployments, newest first, each a
-//	               deployv1.Deployment in protojson
+//	               deployv1.Deployment in protojson; history.json.bak is the
+//	               copy before the last write
 package deployment
 
 import (
@@ -26,6 +31,7 @@ import (
 
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
+	"github.com/evergreen-edge/evergreen/services/kit/deployment/failpoint"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -41,6 +47,8 @@ const (
 	PreviousFile = "previous.json"
 	StagedFile   = "staged.json"
 	HistoryFile  = "history.json"
+	// HistoryBackup is history.json before its last write.
+	HistoryBackup = "history.json.bak"
 )
 
 // The files hold the group definition, which may name secrets' ARNs and
@@ -100,14 +108,65 @@ func ReadRecord(path string) (*Record, error) {
 
 // WriteRecord replaces a record file atomically.
 func WriteRecord(path string, r *Record) error {
+	return writeRecord(path, r, nil)
+}
+
+func writeRecord(path string, r *Record, beforeRename func()) error {
+	b, err := encodeJSON(r)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, b, beforeRename)
+}
+
+func encodeJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
-		return err
+	if err := enc.Encode(v); err != nil {
+		return nil, err
 	}
-	return atomicfile.WriteFile(path, buf.Bytes(), fileMode)
+	return buf.Bytes(), nil
+}
+
+// writeAtomic is atomicfile.WriteFile with a hook between the synced temp
+// file and the rename, where a crash test stops the commit.
+func writeAtomic(path string, data []byte, beforeRename func()) error {
+	if beforeRename == nil {
+		return atomicfile.WriteFile(path, data, fileMode)
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	name := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(name)
+		}
+	}()
+	if err := tmp.Chmod(fileMode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("write %s: fsync: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	beforeRename()
+	if err := os.Rename(name, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	ok = true
+	return atomicfile.SyncDir(dir)
 }
 
 // ReadCurrent returns the record in force, nil when nothing was ever
@@ -119,8 +178,12 @@ func ReadCurrent(root layout.Root) (*Record, error) {
 // LoadCurrent returns the group in force and the id of the deployment that
 // put it there. The group is nil when nothing was ever deployed (id "") or
 // when the last deployment was a reset (id of the reset).
+//
+// When current.json is unreadable (a torn or corrupted last write), the
+// record of previous.json, the last good one, is in force instead; the
+// deployagent rewrites current.json from it when it starts.
 func LoadCurrent(root layout.Root) (*groupdef.Group, string, error) {
-	r, err := ReadCurrent(root)
+	r, _, err := ReadInForce(root)
 	if err != nil || r == nil {
 		return nil, "", err
 	}
@@ -131,11 +194,33 @@ func LoadCurrent(root layout.Root) (*groupdef.Group, string, error) {
 	return g, r.DeploymentID, nil
 }
 
+// ReadInForce returns the record in force: current.json, or, when
+// current.json is unreadable, previous.json (the last good record; nil when
+// there is none). fallback then says why current.json was not used. err is
+// set when neither can be read, or current.json is unreadable and there is
+// no previous.json.
+func ReadInForce(root layout.Root) (r *Record, fallback string, err error) {
+	r, err = ReadCurrent(root)
+	if err == nil {
+		return r, "", nil
+	}
+	prev, perr := ReadRecord(Path(root, PreviousFile))
+	switch {
+	case perr != nil:
+		return nil, "", fmt.Errorf("%w; the last good copy is unreadable too: %v", err, perr)
+	case prev == nil:
+		// No last good copy: which group should run is unknown, and
+		// silently running none would drop the user's group.
+		return nil, "", fmt.Errorf("%w; there is no last good copy (%s)", err, PreviousFile)
+	}
+	return prev, err.Error(), nil
+}
+
 // Commit puts next in force: the old current.json becomes previous.json,
 // then next becomes current.json. A power cut between the two renames
 // leaves the old group in force in both files, never a mix.
 func Commit(root layout.Root, next *Record) error {
-	old, err := ReadCurrent(root)
+	old, _, err := ReadInForce(root)
 	if err != nil {
 		return err
 	}
@@ -144,13 +229,57 @@ func Commit(root layout.Root, next *Record) error {
 			return err
 		}
 	}
-	return WriteRecord(Path(root, CurrentFile), next)
+	failpoint.Hit(root.RunDir(), failpoint.CommitPreviousWritten)
+	return writeRecord(Path(root, CurrentFile), next, func() {
+		failpoint.Hit(root.RunDir(), failpoint.CommitTempWritten)
+	})
+}
+
+// Restore puts back the files a commit replaced: current.json becomes cur
+// (removed when nil: nothing was ever deployed), then previous.json becomes
+// prev (removed when nil). The pointer switches first, so a power cut in
+// between leaves cur in force.
+func Restore(root layout.Root, cur, prev *Record) error {
+	if err := putRecord(Path(root, CurrentFile), cur); err != nil {
+		return err
+	}
+	return putRecord(Path(root, PreviousFile), prev)
+}
+
+func putRecord(path string, r *Record) error {
+	if r != nil {
+		return WriteRecord(path, r)
+	}
+	err := os.Remove(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // ReadHistory returns the recorded deployments, newest first; none when
-// history.json does not exist.
+// history.json does not exist. When history.json is unreadable (or missing
+// while its backup exists: a stop between the two steps of WriteHistory),
+// the backup is read instead, one write behind.
 func ReadHistory(root layout.Root) ([]*deployv1.Deployment, error) {
-	path := Path(root, HistoryFile)
+	ds, err := readHistory(Path(root, HistoryFile))
+	if err == nil && ds != nil {
+		return ds, nil
+	}
+	bak, berr := readHistory(Path(root, HistoryBackup))
+	switch {
+	case berr == nil && bak != nil:
+		return bak, nil
+	case err != nil:
+		return nil, err
+	}
+	return ds, nil
+}
+
+func readHistory(path string) ([]*deployv1.Deployment, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -196,7 +325,12 @@ func WriteHistory(root layout.Root, ds []*deployv1.Deployment) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(Path(root, HistoryFile), append(b, '\n'), fileMode)
+	// The last good copy first: a rename, so it costs no data write.
+	path := Path(root, HistoryFile)
+	if err := os.Rename(path, Path(root, HistoryBackup)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'), fileMode)
 }
 
 // RemoveStaleTemps deletes the temp files an interrupted atomic write left
@@ -232,7 +366,7 @@ func RemoveStaleTemps(root layout.Root) ([]string, error) {
 // isTempOfOurs matches atomicfile's temp names for our files:
 // ".current.json.tmp-123".
 func isTempOfOurs(name string) bool {
-	for _, f := range []string{CurrentFile, PreviousFile, StagedFile, HistoryFile} {
+	for _, f := range []string{CurrentFile, PreviousFile, StagedFile, HistoryFile, HistoryBackup} {
 		if strings.HasPrefix(name, "."+f+".tmp-") {
 			return true
 		}

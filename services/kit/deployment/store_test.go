@@ -187,3 +187,70 @@ func TestServeNeedsTheBus(t *testing.T) {
 		t.Fatal("Serve without a bus connection succeeded")
 	}
 }
+
+// A torn current.json falls back to previous.json, the last good record,
+// for every reader; staged.json of either format reads back.
+func TestTornCurrentFallsBackToPrevious(t *testing.T) {
+	root := newRoot(t)
+	g := []byte(`{"Core":{"Cores":[{"Id":"c","ThingArn":"arn:aws:iot:eu-west-1:123456789012:thing/c","CertificateArn":"arn:aws:iot:eu-west-1:123456789012:cert/0d45f5fd462b8c70bffb10021ac1bcff3f58f29b1faf7568595095427d42812c"}]}}`)
+	if err := Commit(root, &Record{DeploymentID: "d1", DeployedAt: time.Now(), Group: g}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Commit(root, &Record{DeploymentID: "d2", DeployedAt: time.Now(), Reset: true}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(Path(root, CurrentFile))
+	os.WriteFile(Path(root, CurrentFile), b[:len(b)/2], 0o600)
+	r, fallback, err := ReadInForce(root)
+	if err != nil || r.DeploymentID != "d1" || !strings.Contains(fallback, CurrentFile) {
+		t.Fatalf("ReadInForce = %+v, %q, %v; want d1 from previous.json", r, fallback, err)
+	}
+	if gr, id, err := LoadCurrent(root); err != nil || id != "d1" || gr == nil {
+		t.Fatalf("LoadCurrent = %v, %q, %v", gr, id, err)
+	}
+	// Restore puts both files back; a nil record removes the file.
+	if err := Restore(root, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cur, err := ReadCurrent(root); err != nil || cur.DeploymentID != "d1" {
+		t.Fatalf("current.json after Restore = %+v, %v", cur, err)
+	}
+	if _, err := os.Stat(Path(root, PreviousFile)); !os.IsNotExist(err) {
+		t.Fatalf("previous.json after Restore(nil): %v", err)
+	}
+
+	// Legacy staged.json (a bare Record) and the staged format.
+	WriteRecord(Path(root, StagedFile), &Record{DeploymentID: "s1", DeployedAt: time.Now(), Group: g})
+	if st, err := ReadState(root); err != nil || st.DeploymentID != "s1" || st.Stage != "" || !st.Next.HasGroup() {
+		t.Fatalf("legacy staged.json = %+v, %v", st, err)
+	}
+	WriteState(root, &State{DeploymentID: "s2", Stage: StagePrepared, Next: &Record{DeploymentID: "s2", Reset: true}})
+	if st, err := ReadState(root); err != nil || st.DeploymentID != "s2" || st.Stage != StagePrepared {
+		t.Fatalf("staged.json = %+v, %v", st, err)
+	}
+	os.WriteFile(Path(root, StagedFile), []byte(`{"deploymentId": "s3", "stage": "pre`), 0o600)
+	if _, err := ReadState(root); err == nil {
+		t.Fatal("torn staged.json read without an error")
+	}
+}
+
+// history.json unreadable or missing: the copy before its last write.
+func TestHistoryFallsBackToBackup(t *testing.T) {
+	root := newRoot(t)
+	for _, id := range []string{"a", "b"} {
+		ds, _ := ReadHistory(root)
+		ds = append([]*deployv1.Deployment{{DeploymentId: id}}, ds...)
+		if err := WriteHistory(root, ds); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(Path(root, HistoryFile), []byte(`[{"deploymentId": "b", "st`), 0o600)
+	ds, err := ReadHistory(root)
+	if err != nil || len(ds) != 1 || ds[0].DeploymentId != "a" {
+		t.Fatalf("ReadHistory with a torn history.json = %v, %v; want [a] from the backup", ds, err)
+	}
+	os.Remove(Path(root, HistoryFile))
+	if ds, err := ReadHistory(root); err != nil || len(ds) != 1 {
+		t.Fatalf("ReadHistory with history.json missing = %v, %v", ds, err)
+	}
+}

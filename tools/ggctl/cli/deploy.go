@@ -26,7 +26,10 @@ type invalidDefinition struct {
 
 func cmdDeploy(a *app, args []string) error {
 	fset := a.flags()
-	reset := fset.Bool("reset", false, "remove the deployed group instead of deploying a file")
+	reset := fset.Bool("reset", false, "remove the deployed group instead of deploying a file (v1 ResetDeployment)")
+	force := fset.Bool("force", false, "with --reset: reset even when daemons refuse or do not answer (v1 ForceResetDeployment)")
+	redeploy := fset.Bool("redeploy", false, "deploy the group in force again (v1 Redeployment)")
+	of := fset.String("of", "", "with --redeploy: the deployment to redeploy (default: the one in force)")
 	id := fset.String("id", "", "deployment id to use (the deployagent generates one when empty)")
 	pos, err := a.parse(fset, args, 0, 1)
 	if err != nil {
@@ -35,12 +38,24 @@ func cmdDeploy(a *app, args []string) error {
 	req := &deployv1.DeployRequest{DeploymentId: *id}
 	file := ""
 	switch {
+	case *force && !*reset:
+		return usageErrorf("deploy: --force goes with --reset")
+	case *of != "" && !*redeploy:
+		return usageErrorf("deploy: --of goes with --redeploy")
 	case *reset && len(pos) > 0:
 		return usageErrorf("deploy: give FILE or --reset, not both")
+	case *redeploy && len(pos) > 0, *reset && *redeploy:
+		return usageErrorf("deploy: give one of FILE, --reset or --redeploy, not several")
+	case *reset && *force:
+		req.Reset_ = true
+		req.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET
 	case *reset:
 		req.Reset_ = true
+	case *redeploy:
+		req.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY
+		req.RedeployOf = *of
 	case len(pos) == 0:
-		return usageErrorf("deploy: missing argument: usage: ggctl deploy FILE | --reset")
+		return usageErrorf("deploy: missing argument: usage: ggctl deploy FILE | --reset [--force] | --redeploy [--of ID]")
 	default:
 		file = pos[0]
 		b, err := os.ReadFile(file)
@@ -82,8 +97,12 @@ func cmdDeploy(a *app, args []string) error {
 		if ev.GetDeploymentId() != "" {
 			deploymentID = ev.GetDeploymentId()
 		}
+		msg := oneLine(ev.GetMessage())
+		if st := ev.GetStage(); st != "" {
+			msg = fmt.Sprintf("%-12s %s", st, msg)
+		}
 		fmt.Fprintf(a.stderr, "%8.2fs  %-11s  %s\n", time.Since(start).Seconds(),
-			enumName(ev.GetStatus().String(), "DEPLOYMENT_STATUS_"), oneLine(ev.GetMessage()))
+			enumName(ev.GetStatus().String(), "DEPLOYMENT_STATUS_"), msg)
 		switch ev.GetStatus() {
 		case deployv1.DeploymentStatus_DEPLOYMENT_STATUS_SUCCESS, deployv1.DeploymentStatus_DEPLOYMENT_STATUS_FAILURE:
 			final = ev
@@ -111,6 +130,9 @@ func cmdDeploy(a *app, args []string) error {
 			fmt.Fprintf(a.stdout, "%s: SUCCESS in %s\n", what, seconds(took))
 		default:
 			fmt.Fprintf(a.stdout, "%s: FAILURE after %s; the previous group stays in force\n", what, seconds(took))
+		}
+		if success && final.GetMessage() != "" && strings.Contains(final.GetMessage(), "forced:") {
+			fmt.Fprintf(a.stdout, "%s\n", oneLine(final.GetMessage()))
 		}
 		if err := printResults(a.stdout, final.GetResults()); err != nil {
 			return err
@@ -206,84 +228,6 @@ func printResults(w io.Writer, results []*deployv1.DaemonResult) error {
 		t.row(r.GetDaemon(), res, r.GetReason())
 	}
 	return t.flush()
-}
-
-func cmdDeployments(a *app, args []string) error {
-	if _, err := a.parse(a.flags(), args, 0, 0); err != nil {
-		return err
-	}
-	d, err := a.deployer()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := a.unary()
-	defer cancel()
-	resp, err := d.ListDeployments(ctx, &deployv1.ListDeploymentsRequest{})
-	if err != nil {
-		return a.rpcError(deployagentDaemon, err)
-	}
-	if a.g.json {
-		return a.printProto(resp)
-	}
-	if len(resp.GetDeployments()) == 0 {
-		fmt.Fprintln(a.stdout, "no deployments yet")
-		return nil
-	}
-	t := newTable(a.stdout, "ID", "TYPE", "STATUS", "CREATED", "FINISHED", "CURRENT", "ERROR")
-	for _, dep := range resp.GetDeployments() {
-		current := ""
-		if dep.GetCurrent() {
-			current = "yes"
-		}
-		t.row(dep.GetDeploymentId(),
-			enumName(dep.GetType().String(), "DEPLOYMENT_TYPE_"),
-			enumName(dep.GetStatus().String(), "DEPLOYMENT_STATUS_"),
-			humanTime(dep.GetCreatedAt()), humanTime(dep.GetFinishedAt()), current, dep.GetError())
-	}
-	return t.flush()
-}
-
-func cmdDeploymentsShow(a *app, args []string) error {
-	pos, err := a.parse(a.flags(), args, 0, 1)
-	if err != nil {
-		return err
-	}
-	id := ""
-	if len(pos) == 1 {
-		id = pos[0]
-	}
-	d, err := a.deployer()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := a.unary()
-	defer cancel()
-	dep, err := d.GetDeployment(ctx, &deployv1.GetDeploymentRequest{DeploymentId: id})
-	if err != nil {
-		if id == "" && status.Code(err) == codes.NotFound {
-			return &exitError{code: ExitNotFound, msg: "nothing has been deployed yet"}
-		}
-		return a.rpcError(deployagentDaemon, err)
-	}
-	if a.g.json {
-		return a.printProto(dep)
-	}
-	t := newTable(a.stdout)
-	t.row("ID:", dep.GetDeploymentId())
-	t.row("Type:", enumName(dep.GetType().String(), "DEPLOYMENT_TYPE_"))
-	t.row("Status:", enumName(dep.GetStatus().String(), "DEPLOYMENT_STATUS_"))
-	t.row("Created:", humanTime(dep.GetCreatedAt()))
-	t.row("Finished:", humanTime(dep.GetFinishedAt()))
-	t.row("Current:", yesNo(dep.GetCurrent()))
-	t.row("Group sha256:", dep.GetGroupSha256())
-	t.row("Error:", dep.GetError())
-	if err := t.flush(); err != nil {
-		return err
-	}
-	if len(dep.GetResults()) > 0 {
-		fmt.Fprintln(a.stdout)
-	}
-	return printResults(a.stdout, dep.GetResults())
 }
 
 // resolveCodeURIs makes every relative Evergreen.CodeUri of the group

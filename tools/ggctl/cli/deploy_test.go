@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -170,9 +172,9 @@ func TestDeployments(t *testing.T) {
 	r := s.ggctl("deployments")
 	wantExit(t, r, ExitOK)
 	for _, re := range []string{
-		`^ID +TYPE +STATUS +CREATED +FINISHED +CURRENT +ERROR\n`,
-		`(?m)^dep-2 +NEW +FAILURE +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +- +certmgr refused: subscription target unknown$`,
-		`(?m)^dep-1 +NEW +SUCCESS +\S+ \S+ +\S+ \S+ +yes +-$`,
+		`^ID +TYPE +STATUS +STAGE +CREATED +FINISHED +CURRENT +ERROR\n`,
+		`(?m)^dep-2 +NEW +FAILURE +- +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d +- +certmgr refused: subscription target unknown$`,
+		`(?m)^dep-1 +NEW +SUCCESS +- +\S+ \S+ +\S+ \S+ +yes +-$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(r.stdout) {
 			t.Fatalf("deployments lacks %s:\n%s", re, r.stdout)
@@ -250,4 +252,95 @@ func TestResolveCodeURIs(t *testing.T) {
 	if out, _ := resolveCodeURIs(same, file); string(out) != string(same) {
 		t.Fatalf("rewrote %s", out)
 	}
+}
+
+// The v1 deployment types map onto the request, and the stages show in the
+// progress lines.
+func TestDeployTypesAndStages(t *testing.T) {
+	s := newSuite(t)
+	d := &stagedDeployer{fakeDeployer: newFakeDeployer()}
+	s.serve(deployagentDaemon, func(g *grpc.Server) { deployv1.RegisterDeployerServer(g, d) })
+	for _, tc := range []struct {
+		args []string
+		typ  deployv1.DeploymentType
+		of   string
+	}{
+		{[]string{"--reset"}, deployv1.DeploymentType_DEPLOYMENT_TYPE_UNSPECIFIED, ""},
+		{[]string{"--reset", "--force"}, deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET, ""},
+		{[]string{"--redeploy"}, deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY, ""},
+		{[]string{"--redeploy", "--of", "dep-1"}, deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY, "dep-1"},
+	} {
+		r := s.ggctl(append([]string{"deploy"}, tc.args...)...)
+		wantExit(t, r, ExitOK)
+		if got := d.last; got.GetType() != tc.typ || got.GetRedeployOf() != tc.of || len(got.GetGroupJson()) != 0 {
+			t.Fatalf("deploy %v sent %v", tc.args, got)
+		}
+	}
+	for _, bad := range [][]string{{"--force"}, {"--of", "x"}, {"--redeploy", "--reset"}, {"--redeploy", writeGroup(t, groupFile)}} {
+		wantExit(t, s.ggctl(append([]string{"deploy"}, bad...)...), ExitUsage)
+	}
+}
+
+func TestDeployProgressShowsStages(t *testing.T) {
+	srv := &stagedDeployer{fakeDeployer: newFakeDeployer()}
+	s := newSuite(t)
+	s.serve(deployagentDaemon, func(g *grpc.Server) { deployv1.RegisterDeployerServer(g, srv) })
+	r := s.ggctl("deploy", writeGroup(t, groupFile))
+	wantExit(t, r, ExitOK)
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	want := []string{"IN_PROGRESS  validated    validated", "IN_PROGRESS  committed    committed: current.json names dep-new", "SUCCESS      done         deployment succeeded"}
+	if len(lines) != len(want) {
+		t.Fatalf("progress:\n%s", r.stderr)
+	}
+	for i, w := range want {
+		if !progressLine.MatchString(lines[i]) || !strings.HasSuffix(lines[i], w) {
+			t.Fatalf("line %d %q, want suffix %q", i, lines[i], w)
+		}
+	}
+
+	r = s.ggctl("deployments", "applied")
+	wantExit(t, r, ExitFailed)
+	for _, re := range []string{`(?m)^current.json: deployment dep-1 aa$`, `(?m)^broker +dep-1 +aa +-$`, `(?m)^runtime +- +- +no reply within 10s$`, `ggctl: 1 of 2 daemons do not run deployment dep-1`} {
+		if !regexp.MustCompile(re).MatchString(r.stdout + r.stderr) {
+			t.Fatalf("deployments applied lacks %s:\n%s", re, r)
+		}
+	}
+	r = s.ggctl("--json", "deployments", "applied")
+	var resp struct {
+		DeploymentID string `json:"deploymentId"`
+		Daemons      []struct {
+			Daemon string `json:"daemon"`
+		} `json:"daemons"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &resp); err != nil || resp.DeploymentID != "dep-1" || len(resp.Daemons) != 2 {
+		t.Fatalf("deployments applied --json: %v %s", err, r)
+	}
+}
+
+// stagedDeployer sends stages and answers GetApplied.
+type stagedDeployer struct {
+	*fakeDeployer
+	last *deployv1.DeployRequest
+}
+
+func (f *stagedDeployer) Deploy(r *deployv1.DeployRequest, stream grpc.ServerStreamingServer[deployv1.DeployEvent]) error {
+	f.last = r
+	for _, ev := range []*deployv1.DeployEvent{
+		{Status: deployv1.DeploymentStatus_DEPLOYMENT_STATUS_IN_PROGRESS, Stage: "validated", Message: "validated"},
+		{Status: deployv1.DeploymentStatus_DEPLOYMENT_STATUS_IN_PROGRESS, Stage: "committed", Message: "committed: current.json names dep-new"},
+		{Status: deployv1.DeploymentStatus_DEPLOYMENT_STATUS_SUCCESS, Stage: "done", Message: "deployment succeeded"},
+	} {
+		ev.DeploymentId = "dep-new"
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *stagedDeployer) GetApplied(context.Context, *deployv1.GetAppliedRequest) (*deployv1.GetAppliedResponse, error) {
+	return &deployv1.GetAppliedResponse{DeploymentId: "dep-1", GroupSha256: "aa", Daemons: []*deployv1.DaemonApplied{
+		{Daemon: "broker", DeploymentId: "dep-1", GroupSha256: "aa"},
+		{Daemon: "runtime", Error: "no reply within 10s"},
+	}}, nil
 }

@@ -77,12 +77,21 @@ func (DeploymentStatus) EnumDescriptor() ([]byte, []int) {
 	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{0}
 }
 
+// The v1 deployment types (CreateDeployment's DeploymentType).
 type DeploymentType int32
 
 const (
 	DeploymentType_DEPLOYMENT_TYPE_UNSPECIFIED DeploymentType = 0
-	DeploymentType_DEPLOYMENT_TYPE_NEW         DeploymentType = 1
-	DeploymentType_DEPLOYMENT_TYPE_RESET       DeploymentType = 2
+	// NewDeployment: a group definition.
+	DeploymentType_DEPLOYMENT_TYPE_NEW DeploymentType = 1
+	// ResetDeployment: remove the group; every daemon must confirm, or the
+	// group stays in force.
+	DeploymentType_DEPLOYMENT_TYPE_RESET DeploymentType = 2
+	// Redeployment: the group in force again, re-applied by every daemon.
+	DeploymentType_DEPLOYMENT_TYPE_REDEPLOY DeploymentType = 3
+	// ForceResetDeployment: remove the group even when daemons refuse or do
+	// not answer (they load no group when they next start).
+	DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET DeploymentType = 4
 )
 
 // Enum value maps for DeploymentType.
@@ -91,11 +100,15 @@ var (
 		0: "DEPLOYMENT_TYPE_UNSPECIFIED",
 		1: "DEPLOYMENT_TYPE_NEW",
 		2: "DEPLOYMENT_TYPE_RESET",
+		3: "DEPLOYMENT_TYPE_REDEPLOY",
+		4: "DEPLOYMENT_TYPE_FORCE_RESET",
 	}
 	DeploymentType_value = map[string]int32{
 		"DEPLOYMENT_TYPE_UNSPECIFIED": 0,
 		"DEPLOYMENT_TYPE_NEW":         1,
 		"DEPLOYMENT_TYPE_RESET":       2,
+		"DEPLOYMENT_TYPE_REDEPLOY":    3,
+		"DEPLOYMENT_TYPE_FORCE_RESET": 4,
 	}
 )
 
@@ -126,13 +139,83 @@ func (DeploymentType) EnumDescriptor() ([]byte, []int) {
 	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{1}
 }
 
+// Phase of an ApplyGroup. A deployment is PREPAREd by every daemon (check
+// and stage its slice, switch nothing), then committed by the deployagent
+// (current.json), then APPLYed by every daemon (switch and confirm); after a
+// failure past the commit every daemon gets the previous group as ROLLBACK.
+type ApplyPhase int32
+
+const (
+	// A sender that predates phases: APPLY, or ROLLBACK when rollback is set.
+	ApplyPhase_APPLY_PHASE_UNSPECIFIED ApplyPhase = 0
+	ApplyPhase_APPLY_PHASE_PREPARE     ApplyPhase = 1
+	ApplyPhase_APPLY_PHASE_APPLY       ApplyPhase = 2
+	// The previous group again: the daemon must accept it.
+	ApplyPhase_APPLY_PHASE_ROLLBACK ApplyPhase = 3
+	// Apply nothing: report the deployment applied (ApplyResult.applied_*).
+	ApplyPhase_APPLY_PHASE_QUERY ApplyPhase = 4
+)
+
+// Enum value maps for ApplyPhase.
+var (
+	ApplyPhase_name = map[int32]string{
+		0: "APPLY_PHASE_UNSPECIFIED",
+		1: "APPLY_PHASE_PREPARE",
+		2: "APPLY_PHASE_APPLY",
+		3: "APPLY_PHASE_ROLLBACK",
+		4: "APPLY_PHASE_QUERY",
+	}
+	ApplyPhase_value = map[string]int32{
+		"APPLY_PHASE_UNSPECIFIED": 0,
+		"APPLY_PHASE_PREPARE":     1,
+		"APPLY_PHASE_APPLY":       2,
+		"APPLY_PHASE_ROLLBACK":    3,
+		"APPLY_PHASE_QUERY":       4,
+	}
+)
+
+func (x ApplyPhase) Enum() *ApplyPhase {
+	p := new(ApplyPhase)
+	*p = x
+	return p
+}
+
+func (x ApplyPhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApplyPhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_evergreen_deploy_v1_deploy_proto_enumTypes[2].Descriptor()
+}
+
+func (ApplyPhase) Type() protoreflect.EnumType {
+	return &file_evergreen_deploy_v1_deploy_proto_enumTypes[2]
+}
+
+func (x ApplyPhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApplyPhase.Descriptor instead.
+func (ApplyPhase) EnumDescriptor() ([]byte, []int) {
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{2}
+}
+
 type DeployRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The group definition file's bytes (see docs/group-definition.md).
 	GroupJson []byte `protobuf:"bytes,1,opt,name=group_json,json=groupJson,proto3" json:"group_json,omitempty"`
 	Reset_    bool   `protobuf:"varint,2,opt,name=reset,proto3" json:"reset,omitempty"`
 	// Optional caller-chosen id; generated when empty.
-	DeploymentId  string `protobuf:"bytes,3,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	DeploymentId string `protobuf:"bytes,3,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	// UNSPECIFIED means NEW (or RESET when reset is set). REDEPLOY and
+	// FORCE_RESET take no group_json; reset may be set with RESET and
+	// FORCE_RESET only.
+	Type DeploymentType `protobuf:"varint,4,opt,name=type,proto3,enum=evergreen.deploy.v1.DeploymentType" json:"type,omitempty"`
+	// REDEPLOY only: the deployment to deploy again (v1's DeploymentId on a
+	// Redeployment). Empty: the one in force. Its group must be the group in
+	// force (FAILED_PRECONDITION otherwise).
+	RedeployOf    string `protobuf:"bytes,5,opt,name=redeploy_of,json=redeployOf,proto3" json:"redeploy_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -184,6 +267,20 @@ func (x *DeployRequest) GetReset_() bool {
 func (x *DeployRequest) GetDeploymentId() string {
 	if x != nil {
 		return x.DeploymentId
+	}
+	return ""
+}
+
+func (x *DeployRequest) GetType() DeploymentType {
+	if x != nil {
+		return x.Type
+	}
+	return DeploymentType_DEPLOYMENT_TYPE_UNSPECIFIED
+}
+
+func (x *DeployRequest) GetRedeployOf() string {
+	if x != nil {
+		return x.RedeployOf
 	}
 	return ""
 }
@@ -255,8 +352,12 @@ type DeployEvent struct {
 	// Human-readable step, e.g. "validated", "certmgr applied".
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	// Filled on the terminal event.
-	Results       []*DaemonResult        `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	Results []*DaemonResult        `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	// The stage the deployment reached: received, validated, artifacts,
+	// prepared, committed, applied, done; rolling_back, rolled_back after a
+	// failure past the commit.
+	Stage         string `protobuf:"bytes,6,opt,name=stage,proto3" json:"stage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +427,13 @@ func (x *DeployEvent) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *DeployEvent) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
 type Deployment struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	DeploymentId string                 `protobuf:"bytes,1,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
@@ -339,7 +447,11 @@ type Deployment struct {
 	// sha256 of the group file deployed (empty for reset).
 	GroupSha256 string `protobuf:"bytes,8,opt,name=group_sha256,json=groupSha256,proto3" json:"group_sha256,omitempty"`
 	// True for the deployment whose group is in force now.
-	Current       bool `protobuf:"varint,9,opt,name=current,proto3" json:"current,omitempty"`
+	Current bool `protobuf:"varint,9,opt,name=current,proto3" json:"current,omitempty"`
+	// The last stage reached (see DeployEvent.stage).
+	Stage string `protobuf:"bytes,10,opt,name=stage,proto3" json:"stage,omitempty"`
+	// REDEPLOY: the deployment redeployed.
+	RedeployOf    string `protobuf:"bytes,11,opt,name=redeploy_of,json=redeployOf,proto3" json:"redeploy_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -435,6 +547,20 @@ func (x *Deployment) GetCurrent() bool {
 		return x.Current
 	}
 	return false
+}
+
+func (x *Deployment) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *Deployment) GetRedeployOf() string {
+	if x != nil {
+		return x.RedeployOf
+	}
+	return ""
 }
 
 type GetDeploymentRequest struct {
@@ -649,24 +775,197 @@ func (x *GetCurrentGroupResponse) GetGroupJson() []byte {
 	return nil
 }
 
+type GetAppliedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppliedRequest) Reset() {
+	*x = GetAppliedRequest{}
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppliedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppliedRequest) ProtoMessage() {}
+
+func (x *GetAppliedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppliedRequest.ProtoReflect.Descriptor instead.
+func (*GetAppliedRequest) Descriptor() ([]byte, []int) {
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{9}
+}
+
+type DaemonApplied struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Daemon string                 `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	// The deployment whose group (or reset) the daemon runs; empty when it
+	// runs none.
+	DeploymentId string `protobuf:"bytes,2,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	// sha256 of that deployment's group file; empty for a reset or none.
+	GroupSha256 string `protobuf:"bytes,3,opt,name=group_sha256,json=groupSha256,proto3" json:"group_sha256,omitempty"`
+	// Set when the daemon did not answer.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DaemonApplied) Reset() {
+	*x = DaemonApplied{}
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DaemonApplied) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DaemonApplied) ProtoMessage() {}
+
+func (x *DaemonApplied) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DaemonApplied.ProtoReflect.Descriptor instead.
+func (*DaemonApplied) Descriptor() ([]byte, []int) {
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DaemonApplied) GetDaemon() string {
+	if x != nil {
+		return x.Daemon
+	}
+	return ""
+}
+
+func (x *DaemonApplied) GetDeploymentId() string {
+	if x != nil {
+		return x.DeploymentId
+	}
+	return ""
+}
+
+func (x *DaemonApplied) GetGroupSha256() string {
+	if x != nil {
+		return x.GroupSha256
+	}
+	return ""
+}
+
+func (x *DaemonApplied) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type GetAppliedResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deployment current.json names.
+	DeploymentId  string           `protobuf:"bytes,1,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	GroupSha256   string           `protobuf:"bytes,2,opt,name=group_sha256,json=groupSha256,proto3" json:"group_sha256,omitempty"`
+	Daemons       []*DaemonApplied `protobuf:"bytes,3,rep,name=daemons,proto3" json:"daemons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppliedResponse) Reset() {
+	*x = GetAppliedResponse{}
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppliedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppliedResponse) ProtoMessage() {}
+
+func (x *GetAppliedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppliedResponse.ProtoReflect.Descriptor instead.
+func (*GetAppliedResponse) Descriptor() ([]byte, []int) {
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetAppliedResponse) GetDeploymentId() string {
+	if x != nil {
+		return x.DeploymentId
+	}
+	return ""
+}
+
+func (x *GetAppliedResponse) GetGroupSha256() string {
+	if x != nil {
+		return x.GroupSha256
+	}
+	return ""
+}
+
+func (x *GetAppliedResponse) GetDaemons() []*DaemonApplied {
+	if x != nil {
+		return x.Daemons
+	}
+	return nil
+}
+
 // Bus protocol: deployagent sends ApplyGroup as a request on
 // evergreen.deploy.apply.<daemon>; the daemon replies ApplyResult.
 type ApplyGroup struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	DeploymentId string                 `protobuf:"bytes,1,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
-	// Canonical group JSON; empty when reset.
+	// Canonical group JSON; empty when reset (and for QUERY).
 	GroupJson []byte `protobuf:"bytes,2,opt,name=group_json,json=groupJson,proto3" json:"group_json,omitempty"`
 	Reset_    bool   `protobuf:"varint,3,opt,name=reset,proto3" json:"reset,omitempty"`
-	// True when this re-applies the previous group after another daemon
-	// refused a deployment: the daemon must accept it.
-	Rollback      bool `protobuf:"varint,4,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	// True when this re-applies the previous group after a deployment failed:
+	// the daemon must accept it. Set together with phase ROLLBACK, so a
+	// daemon built before phases still rolls back.
+	Rollback bool       `protobuf:"varint,4,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	Phase    ApplyPhase `protobuf:"varint,5,opt,name=phase,proto3,enum=evergreen.deploy.v1.ApplyPhase" json:"phase,omitempty"`
+	// sha256 of the group file (Deployment.group_sha256); empty for a reset.
+	GroupSha256   string `protobuf:"bytes,6,opt,name=group_sha256,json=groupSha256,proto3" json:"group_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ApplyGroup) Reset() {
 	*x = ApplyGroup{}
-	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[9]
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +977,7 @@ func (x *ApplyGroup) String() string {
 func (*ApplyGroup) ProtoMessage() {}
 
 func (x *ApplyGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[9]
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +990,7 @@ func (x *ApplyGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyGroup.ProtoReflect.Descriptor instead.
 func (*ApplyGroup) Descriptor() ([]byte, []int) {
-	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{9}
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ApplyGroup) GetDeploymentId() string {
@@ -722,18 +1021,36 @@ func (x *ApplyGroup) GetRollback() bool {
 	return false
 }
 
+func (x *ApplyGroup) GetPhase() ApplyPhase {
+	if x != nil {
+		return x.Phase
+	}
+	return ApplyPhase_APPLY_PHASE_UNSPECIFIED
+}
+
+func (x *ApplyGroup) GetGroupSha256() string {
+	if x != nil {
+		return x.GroupSha256
+	}
+	return ""
+}
+
 type ApplyResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Daemon        string                 `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
-	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Daemon string                 `protobuf:"bytes,1,opt,name=daemon,proto3" json:"daemon,omitempty"`
+	Ok     bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The deployment the daemon runs after handling the request (every
+	// phase; QUERY answers only these).
+	AppliedDeploymentId string `protobuf:"bytes,4,opt,name=applied_deployment_id,json=appliedDeploymentId,proto3" json:"applied_deployment_id,omitempty"`
+	AppliedGroupSha256  string `protobuf:"bytes,5,opt,name=applied_group_sha256,json=appliedGroupSha256,proto3" json:"applied_group_sha256,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[10]
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +1062,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[10]
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +1075,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{10}
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyResult) GetDaemon() string {
@@ -782,6 +1099,20 @@ func (x *ApplyResult) GetReason() string {
 	return ""
 }
 
+func (x *ApplyResult) GetAppliedDeploymentId() string {
+	if x != nil {
+		return x.AppliedDeploymentId
+	}
+	return ""
+}
+
+func (x *ApplyResult) GetAppliedGroupSha256() string {
+	if x != nil {
+		return x.AppliedGroupSha256
+	}
+	return ""
+}
+
 // Published on evergreen.deploy.events.deployment when a deployment ends.
 type DeploymentFinished struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -792,7 +1123,7 @@ type DeploymentFinished struct {
 
 func (x *DeploymentFinished) Reset() {
 	*x = DeploymentFinished{}
-	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[11]
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1135,7 @@ func (x *DeploymentFinished) String() string {
 func (*DeploymentFinished) ProtoMessage() {}
 
 func (x *DeploymentFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[11]
+	mi := &file_evergreen_deploy_v1_deploy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1148,7 @@ func (x *DeploymentFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeploymentFinished.ProtoReflect.Descriptor instead.
 func (*DeploymentFinished) Descriptor() ([]byte, []int) {
-	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{11}
+	return file_evergreen_deploy_v1_deploy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeploymentFinished) GetDeployment() *Deployment {
@@ -831,22 +1162,26 @@ var File_evergreen_deploy_v1_deploy_proto protoreflect.FileDescriptor
 
 const file_evergreen_deploy_v1_deploy_proto_rawDesc = "" +
 	"\n" +
-	" evergreen/deploy/v1/deploy.proto\x12\x13evergreen.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n" +
+	" evergreen/deploy/v1/deploy.proto\x12\x13evergreen.deploy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n" +
 	"\rDeployRequest\x12\x1d\n" +
 	"\n" +
 	"group_json\x18\x01 \x01(\fR\tgroupJson\x12\x14\n" +
 	"\x05reset\x18\x02 \x01(\bR\x05reset\x12#\n" +
-	"\rdeployment_id\x18\x03 \x01(\tR\fdeploymentId\"N\n" +
+	"\rdeployment_id\x18\x03 \x01(\tR\fdeploymentId\x127\n" +
+	"\x04type\x18\x04 \x01(\x0e2#.evergreen.deploy.v1.DeploymentTypeR\x04type\x12\x1f\n" +
+	"\vredeploy_of\x18\x05 \x01(\tR\n" +
+	"redeployOf\"N\n" +
 	"\fDaemonResult\x12\x16\n" +
 	"\x06daemon\x18\x01 \x01(\tR\x06daemon\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xf8\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8e\x02\n" +
 	"\vDeployEvent\x12#\n" +
 	"\rdeployment_id\x18\x01 \x01(\tR\fdeploymentId\x12=\n" +
 	"\x06status\x18\x02 \x01(\x0e2%.evergreen.deploy.v1.DeploymentStatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12;\n" +
 	"\aresults\x18\x04 \x03(\v2!.evergreen.deploy.v1.DaemonResultR\aresults\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb1\x03\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05stage\x18\x06 \x01(\tR\x05stage\"\xe8\x03\n" +
 	"\n" +
 	"Deployment\x12#\n" +
 	"\rdeployment_id\x18\x01 \x01(\tR\fdeploymentId\x127\n" +
@@ -859,7 +1194,11 @@ const file_evergreen_deploy_v1_deploy_proto_rawDesc = "" +
 	"\aresults\x18\x06 \x03(\v2!.evergreen.deploy.v1.DaemonResultR\aresults\x12\x14\n" +
 	"\x05error\x18\a \x01(\tR\x05error\x12!\n" +
 	"\fgroup_sha256\x18\b \x01(\tR\vgroupSha256\x12\x18\n" +
-	"\acurrent\x18\t \x01(\bR\acurrent\";\n" +
+	"\acurrent\x18\t \x01(\bR\acurrent\x12\x14\n" +
+	"\x05stage\x18\n" +
+	" \x01(\tR\x05stage\x12\x1f\n" +
+	"\vredeploy_of\x18\v \x01(\tR\n" +
+	"redeployOf\";\n" +
 	"\x14GetDeploymentRequest\x12#\n" +
 	"\rdeployment_id\x18\x01 \x01(\tR\fdeploymentId\"\x18\n" +
 	"\x16ListDeploymentsRequest\"\\\n" +
@@ -869,18 +1208,32 @@ const file_evergreen_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x17GetCurrentGroupResponse\x12#\n" +
 	"\rdeployment_id\x18\x01 \x01(\tR\fdeploymentId\x12\x1d\n" +
 	"\n" +
-	"group_json\x18\x02 \x01(\fR\tgroupJson\"\x82\x01\n" +
+	"group_json\x18\x02 \x01(\fR\tgroupJson\"\x13\n" +
+	"\x11GetAppliedRequest\"\x85\x01\n" +
+	"\rDaemonApplied\x12\x16\n" +
+	"\x06daemon\x18\x01 \x01(\tR\x06daemon\x12#\n" +
+	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\x12!\n" +
+	"\fgroup_sha256\x18\x03 \x01(\tR\vgroupSha256\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x9a\x01\n" +
+	"\x12GetAppliedResponse\x12#\n" +
+	"\rdeployment_id\x18\x01 \x01(\tR\fdeploymentId\x12!\n" +
+	"\fgroup_sha256\x18\x02 \x01(\tR\vgroupSha256\x12<\n" +
+	"\adaemons\x18\x03 \x03(\v2\".evergreen.deploy.v1.DaemonAppliedR\adaemons\"\xdc\x01\n" +
 	"\n" +
 	"ApplyGroup\x12#\n" +
 	"\rdeployment_id\x18\x01 \x01(\tR\fdeploymentId\x12\x1d\n" +
 	"\n" +
 	"group_json\x18\x02 \x01(\fR\tgroupJson\x12\x14\n" +
 	"\x05reset\x18\x03 \x01(\bR\x05reset\x12\x1a\n" +
-	"\brollback\x18\x04 \x01(\bR\brollback\"M\n" +
+	"\brollback\x18\x04 \x01(\bR\brollback\x125\n" +
+	"\x05phase\x18\x05 \x01(\x0e2\x1f.evergreen.deploy.v1.ApplyPhaseR\x05phase\x12!\n" +
+	"\fgroup_sha256\x18\x06 \x01(\tR\vgroupSha256\"\xb3\x01\n" +
 	"\vApplyResult\x12\x16\n" +
 	"\x06daemon\x18\x01 \x01(\tR\x06daemon\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"U\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x122\n" +
+	"\x15applied_deployment_id\x18\x04 \x01(\tR\x13appliedDeploymentId\x120\n" +
+	"\x14applied_group_sha256\x18\x05 \x01(\tR\x12appliedGroupSha256\"U\n" +
 	"\x12DeploymentFinished\x12?\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x1f.evergreen.deploy.v1.DeploymentR\n" +
@@ -890,16 +1243,27 @@ const file_evergreen_deploy_v1_deploy_proto_rawDesc = "" +
 	"\x1dDEPLOYMENT_STATUS_IN_PROGRESS\x10\x01\x12\x1e\n" +
 	"\x1aDEPLOYMENT_STATUS_BUILDING\x10\x02\x12\x1d\n" +
 	"\x19DEPLOYMENT_STATUS_SUCCESS\x10\x03\x12\x1d\n" +
-	"\x19DEPLOYMENT_STATUS_FAILURE\x10\x04*e\n" +
+	"\x19DEPLOYMENT_STATUS_FAILURE\x10\x04*\xa4\x01\n" +
 	"\x0eDeploymentType\x12\x1f\n" +
 	"\x1bDEPLOYMENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13DEPLOYMENT_TYPE_NEW\x10\x01\x12\x19\n" +
-	"\x15DEPLOYMENT_TYPE_RESET\x10\x022\x95\x03\n" +
+	"\x15DEPLOYMENT_TYPE_RESET\x10\x02\x12\x1c\n" +
+	"\x18DEPLOYMENT_TYPE_REDEPLOY\x10\x03\x12\x1f\n" +
+	"\x1bDEPLOYMENT_TYPE_FORCE_RESET\x10\x04*\x8a\x01\n" +
+	"\n" +
+	"ApplyPhase\x12\x1b\n" +
+	"\x17APPLY_PHASE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13APPLY_PHASE_PREPARE\x10\x01\x12\x15\n" +
+	"\x11APPLY_PHASE_APPLY\x10\x02\x12\x18\n" +
+	"\x14APPLY_PHASE_ROLLBACK\x10\x03\x12\x15\n" +
+	"\x11APPLY_PHASE_QUERY\x10\x042\xf4\x03\n" +
 	"\bDeployer\x12P\n" +
 	"\x06Deploy\x12\".evergreen.deploy.v1.DeployRequest\x1a .evergreen.deploy.v1.DeployEvent0\x01\x12[\n" +
 	"\rGetDeployment\x12).evergreen.deploy.v1.GetDeploymentRequest\x1a\x1f.evergreen.deploy.v1.Deployment\x12l\n" +
 	"\x0fListDeployments\x12+.evergreen.deploy.v1.ListDeploymentsRequest\x1a,.evergreen.deploy.v1.ListDeploymentsResponse\x12l\n" +
-	"\x0fGetCurrentGroup\x12+.evergreen.deploy.v1.GetCurrentGroupRequest\x1a,.evergreen.deploy.v1.GetCurrentGroupResponseBHZFgithub.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1;deployv1b\x06proto3"
+	"\x0fGetCurrentGroup\x12+.evergreen.deploy.v1.GetCurrentGroupRequest\x1a,.evergreen.deploy.v1.GetCurrentGroupResponse\x12]\n" +
+	"\n" +
+	"GetApplied\x12&.evergreen.deploy.v1.GetAppliedRequest\x1a'.evergreen.deploy.v1.GetAppliedResponseBHZFgithub.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1;deployv1b\x06proto3"
 
 var (
 	file_evergreen_deploy_v1_deploy_proto_rawDescOnce sync.Once
@@ -913,49 +1277,58 @@ func file_evergreen_deploy_v1_deploy_proto_rawDescGZIP() []byte {
 	return file_evergreen_deploy_v1_deploy_proto_rawDescData
 }
 
-var file_evergreen_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_evergreen_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_evergreen_deploy_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_evergreen_deploy_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_evergreen_deploy_v1_deploy_proto_goTypes = []any{
 	(DeploymentStatus)(0),           // 0: evergreen.deploy.v1.DeploymentStatus
 	(DeploymentType)(0),             // 1: evergreen.deploy.v1.DeploymentType
-	(*DeployRequest)(nil),           // 2: evergreen.deploy.v1.DeployRequest
-	(*DaemonResult)(nil),            // 3: evergreen.deploy.v1.DaemonResult
-	(*DeployEvent)(nil),             // 4: evergreen.deploy.v1.DeployEvent
-	(*Deployment)(nil),              // 5: evergreen.deploy.v1.Deployment
-	(*GetDeploymentRequest)(nil),    // 6: evergreen.deploy.v1.GetDeploymentRequest
-	(*ListDeploymentsRequest)(nil),  // 7: evergreen.deploy.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil), // 8: evergreen.deploy.v1.ListDeploymentsResponse
-	(*GetCurrentGroupRequest)(nil),  // 9: evergreen.deploy.v1.GetCurrentGroupRequest
-	(*GetCurrentGroupResponse)(nil), // 10: evergreen.deploy.v1.GetCurrentGroupResponse
-	(*ApplyGroup)(nil),              // 11: evergreen.deploy.v1.ApplyGroup
-	(*ApplyResult)(nil),             // 12: evergreen.deploy.v1.ApplyResult
-	(*DeploymentFinished)(nil),      // 13: evergreen.deploy.v1.DeploymentFinished
-	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(ApplyPhase)(0),                 // 2: evergreen.deploy.v1.ApplyPhase
+	(*DeployRequest)(nil),           // 3: evergreen.deploy.v1.DeployRequest
+	(*DaemonResult)(nil),            // 4: evergreen.deploy.v1.DaemonResult
+	(*DeployEvent)(nil),             // 5: evergreen.deploy.v1.DeployEvent
+	(*Deployment)(nil),              // 6: evergreen.deploy.v1.Deployment
+	(*GetDeploymentRequest)(nil),    // 7: evergreen.deploy.v1.GetDeploymentRequest
+	(*ListDeploymentsRequest)(nil),  // 8: evergreen.deploy.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil), // 9: evergreen.deploy.v1.ListDeploymentsResponse
+	(*GetCurrentGroupRequest)(nil),  // 10: evergreen.deploy.v1.GetCurrentGroupRequest
+	(*GetCurrentGroupResponse)(nil), // 11: evergreen.deploy.v1.GetCurrentGroupResponse
+	(*GetAppliedRequest)(nil),       // 12: evergreen.deploy.v1.GetAppliedRequest
+	(*DaemonApplied)(nil),           // 13: evergreen.deploy.v1.DaemonApplied
+	(*GetAppliedResponse)(nil),      // 14: evergreen.deploy.v1.GetAppliedResponse
+	(*ApplyGroup)(nil),              // 15: evergreen.deploy.v1.ApplyGroup
+	(*ApplyResult)(nil),             // 16: evergreen.deploy.v1.ApplyResult
+	(*DeploymentFinished)(nil),      // 17: evergreen.deploy.v1.DeploymentFinished
+	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
 }
 var file_evergreen_deploy_v1_deploy_proto_depIdxs = []int32{
-	0,  // 0: evergreen.deploy.v1.DeployEvent.status:type_name -> evergreen.deploy.v1.DeploymentStatus
-	3,  // 1: evergreen.deploy.v1.DeployEvent.results:type_name -> evergreen.deploy.v1.DaemonResult
-	14, // 2: evergreen.deploy.v1.DeployEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 3: evergreen.deploy.v1.Deployment.type:type_name -> evergreen.deploy.v1.DeploymentType
-	0,  // 4: evergreen.deploy.v1.Deployment.status:type_name -> evergreen.deploy.v1.DeploymentStatus
-	14, // 5: evergreen.deploy.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
-	14, // 6: evergreen.deploy.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
-	3,  // 7: evergreen.deploy.v1.Deployment.results:type_name -> evergreen.deploy.v1.DaemonResult
-	5,  // 8: evergreen.deploy.v1.ListDeploymentsResponse.deployments:type_name -> evergreen.deploy.v1.Deployment
-	5,  // 9: evergreen.deploy.v1.DeploymentFinished.deployment:type_name -> evergreen.deploy.v1.Deployment
-	2,  // 10: evergreen.deploy.v1.Deployer.Deploy:input_type -> evergreen.deploy.v1.DeployRequest
-	6,  // 11: evergreen.deploy.v1.Deployer.GetDeployment:input_type -> evergreen.deploy.v1.GetDeploymentRequest
-	7,  // 12: evergreen.deploy.v1.Deployer.ListDeployments:input_type -> evergreen.deploy.v1.ListDeploymentsRequest
-	9,  // 13: evergreen.deploy.v1.Deployer.GetCurrentGroup:input_type -> evergreen.deploy.v1.GetCurrentGroupRequest
-	4,  // 14: evergreen.deploy.v1.Deployer.Deploy:output_type -> evergreen.deploy.v1.DeployEvent
-	5,  // 15: evergreen.deploy.v1.Deployer.GetDeployment:output_type -> evergreen.deploy.v1.Deployment
-	8,  // 16: evergreen.deploy.v1.Deployer.ListDeployments:output_type -> evergreen.deploy.v1.ListDeploymentsResponse
-	10, // 17: evergreen.deploy.v1.Deployer.GetCurrentGroup:output_type -> evergreen.deploy.v1.GetCurrentGroupResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 0: evergreen.deploy.v1.DeployRequest.type:type_name -> evergreen.deploy.v1.DeploymentType
+	0,  // 1: evergreen.deploy.v1.DeployEvent.status:type_name -> evergreen.deploy.v1.DeploymentStatus
+	4,  // 2: evergreen.deploy.v1.DeployEvent.results:type_name -> evergreen.deploy.v1.DaemonResult
+	18, // 3: evergreen.deploy.v1.DeployEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 4: evergreen.deploy.v1.Deployment.type:type_name -> evergreen.deploy.v1.DeploymentType
+	0,  // 5: evergreen.deploy.v1.Deployment.status:type_name -> evergreen.deploy.v1.DeploymentStatus
+	18, // 6: evergreen.deploy.v1.Deployment.created_at:type_name -> google.protobuf.Timestamp
+	18, // 7: evergreen.deploy.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: evergreen.deploy.v1.Deployment.results:type_name -> evergreen.deploy.v1.DaemonResult
+	6,  // 9: evergreen.deploy.v1.ListDeploymentsResponse.deployments:type_name -> evergreen.deploy.v1.Deployment
+	13, // 10: evergreen.deploy.v1.GetAppliedResponse.daemons:type_name -> evergreen.deploy.v1.DaemonApplied
+	2,  // 11: evergreen.deploy.v1.ApplyGroup.phase:type_name -> evergreen.deploy.v1.ApplyPhase
+	6,  // 12: evergreen.deploy.v1.DeploymentFinished.deployment:type_name -> evergreen.deploy.v1.Deployment
+	3,  // 13: evergreen.deploy.v1.Deployer.Deploy:input_type -> evergreen.deploy.v1.DeployRequest
+	7,  // 14: evergreen.deploy.v1.Deployer.GetDeployment:input_type -> evergreen.deploy.v1.GetDeploymentRequest
+	8,  // 15: evergreen.deploy.v1.Deployer.ListDeployments:input_type -> evergreen.deploy.v1.ListDeploymentsRequest
+	10, // 16: evergreen.deploy.v1.Deployer.GetCurrentGroup:input_type -> evergreen.deploy.v1.GetCurrentGroupRequest
+	12, // 17: evergreen.deploy.v1.Deployer.GetApplied:input_type -> evergreen.deploy.v1.GetAppliedRequest
+	5,  // 18: evergreen.deploy.v1.Deployer.Deploy:output_type -> evergreen.deploy.v1.DeployEvent
+	6,  // 19: evergreen.deploy.v1.Deployer.GetDeployment:output_type -> evergreen.deploy.v1.Deployment
+	9,  // 20: evergreen.deploy.v1.Deployer.ListDeployments:output_type -> evergreen.deploy.v1.ListDeploymentsResponse
+	11, // 21: evergreen.deploy.v1.Deployer.GetCurrentGroup:output_type -> evergreen.deploy.v1.GetCurrentGroupResponse
+	14, // 22: evergreen.deploy.v1.Deployer.GetApplied:output_type -> evergreen.deploy.v1.GetAppliedResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_evergreen_deploy_v1_deploy_proto_init() }
@@ -968,8 +1341,8 @@ func file_evergreen_deploy_v1_deploy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_evergreen_deploy_v1_deploy_proto_rawDesc), len(file_evergreen_deploy_v1_deploy_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   12,
+			NumEnums:      3,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

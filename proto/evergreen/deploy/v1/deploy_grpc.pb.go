@@ -23,6 +23,7 @@ const (
 	Deployer_GetDeployment_FullMethodName   = "/evergreen.deploy.v1.Deployer/GetDeployment"
 	Deployer_ListDeployments_FullMethodName = "/evergreen.deploy.v1.Deployer/ListDeployments"
 	Deployer_GetCurrentGroup_FullMethodName = "/evergreen.deploy.v1.Deployer/GetCurrentGroup"
+	Deployer_GetApplied_FullMethodName      = "/evergreen.deploy.v1.Deployer/GetApplied"
 )
 
 // DeployerClient is the client API for Deployer service.
@@ -55,6 +56,11 @@ type DeployerClient interface {
 	// GetCurrentGroup returns the group definition in force.
 	// Codes: NOT_FOUND when no group is deployed.
 	GetCurrentGroup(ctx context.Context, in *GetCurrentGroupRequest, opts ...grpc.CallOption) (*GetCurrentGroupResponse, error)
+	// GetApplied asks every daemon that consumes the group which deployment
+	// it has applied (ApplyGroup with phase QUERY), so a user or a test can
+	// check that the whole core runs the group current.json names.
+	// Codes: OK (a daemon that does not answer has its error set).
+	GetApplied(ctx context.Context, in *GetAppliedRequest, opts ...grpc.CallOption) (*GetAppliedResponse, error)
 }
 
 type deployerClient struct {
@@ -114,6 +120,16 @@ func (c *deployerClient) GetCurrentGroup(ctx context.Context, in *GetCurrentGrou
 	return out, nil
 }
 
+func (c *deployerClient) GetApplied(ctx context.Context, in *GetAppliedRequest, opts ...grpc.CallOption) (*GetAppliedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAppliedResponse)
+	err := c.cc.Invoke(ctx, Deployer_GetApplied_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeployerServer is the server API for Deployer service.
 // All implementations must embed UnimplementedDeployerServer
 // for forward compatibility.
@@ -144,6 +160,11 @@ type DeployerServer interface {
 	// GetCurrentGroup returns the group definition in force.
 	// Codes: NOT_FOUND when no group is deployed.
 	GetCurrentGroup(context.Context, *GetCurrentGroupRequest) (*GetCurrentGroupResponse, error)
+	// GetApplied asks every daemon that consumes the group which deployment
+	// it has applied (ApplyGroup with phase QUERY), so a user or a test can
+	// check that the whole core runs the group current.json names.
+	// Codes: OK (a daemon that does not answer has its error set).
+	GetApplied(context.Context, *GetAppliedRequest) (*GetAppliedResponse, error)
 	mustEmbedUnimplementedDeployerServer()
 }
 
@@ -165,6 +186,9 @@ func (UnimplementedDeployerServer) ListDeployments(context.Context, *ListDeploym
 }
 func (UnimplementedDeployerServer) GetCurrentGroup(context.Context, *GetCurrentGroupRequest) (*GetCurrentGroupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCurrentGroup not implemented")
+}
+func (UnimplementedDeployerServer) GetApplied(context.Context, *GetAppliedRequest) (*GetAppliedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetApplied not implemented")
 }
 func (UnimplementedDeployerServer) mustEmbedUnimplementedDeployerServer() {}
 func (UnimplementedDeployerServer) testEmbeddedByValue()                  {}
@@ -252,6 +276,24 @@ func _Deployer_GetCurrentGroup_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Deployer_GetApplied_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAppliedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeployerServer).GetApplied(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Deployer_GetApplied_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeployerServer).GetApplied(ctx, req.(*GetAppliedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Deployer_ServiceDesc is the grpc.ServiceDesc for Deployer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +312,10 @@ var Deployer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCurrentGroup",
 			Handler:    _Deployer_GetCurrentGroup_Handler,
+		},
+		{
+			MethodName: "GetApplied",
+			Handler:    _Deployer_GetApplied_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
