@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
+	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 )
@@ -273,4 +275,49 @@ func sizeText(n int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// Record-level hooks of the state machine (Config.Artifacts, Switch,
+// Finished).
+
+// stageRecord is the artifacts stage: next.Group becomes the group the
+// daemons get.
+func (a *artifacts) stageRecord(ctx context.Context, _ string, next *deployment.Record, progress func(string)) error {
+	g, err := next.Decode()
+	if err != nil || g == nil {
+		return err
+	}
+	staged, err := a.stage(ctx, g, progress)
+	if err != nil {
+		return err
+	}
+	b, err := groupdef.Marshal(staged)
+	if err != nil {
+		return err
+	}
+	next.Group = b
+	return nil
+}
+
+func (a *artifacts) switchRecords(next, prev *deployment.Record) error {
+	gn, err := next.Decode()
+	if err != nil {
+		return err
+	}
+	gp, _ := prev.Decode() // a previous group that no longer parses has no links to remove
+	return a.switchModels(gn, gp)
+}
+
+func (a *artifacts) collectRecords(log *slog.Logger) func(current, previous *deployment.Record) {
+	return func(current, previous *deployment.Record) {
+		gc, _ := current.Decode()
+		gp, _ := previous.Decode()
+		removed, err := a.collect(gc, gp)
+		if len(removed) > 0 {
+			log.Info("unused artifacts removed", "count", len(removed))
+		}
+		if err != nil {
+			log.Warn("artifact collection", "err", err)
+		}
+	}
 }

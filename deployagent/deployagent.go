@@ -10,8 +10,10 @@ package deployagent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/deployagent/artifact"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 )
@@ -29,6 +31,12 @@ type Option func(*Config)
 // WithApplyTimeout sets the per-daemon apply timeout (tests shorten it).
 func WithApplyTimeout(d time.Duration) Option {
 	return func(c *Config) { c.ApplyTimeout = d }
+}
+
+// WithArtifactOptions tunes the artifact fetcher (tests trust their own
+// HTTPS server with artifact.WithHTTPClient).
+func WithArtifactOptions(opts ...artifact.Option) Option {
+	return func(c *Config) { c.ArtifactOptions = append(c.ArtifactOptions, opts...) }
 }
 
 // Spec declares the deployagent. consumers are the daemons that apply a part
@@ -59,6 +67,11 @@ func (s *service) Start(ctx context.Context, env *daemon.Env) error {
 	for _, o := range s.opts {
 		o(&c)
 	}
+	a, err := newArtifacts(env.Root, c.ArtifactOptions...)
+	if err != nil {
+		return fmt.Errorf("artifact store: %w", err)
+	}
+	c.Artifacts, c.Switch, c.Finished = a.stageRecord, a.switchRecords, a.collectRecords(env.Log)
 	l, err := NewLocal(c)
 	if err != nil {
 		return err

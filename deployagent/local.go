@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/deployagent/artifact"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
@@ -48,8 +49,20 @@ type Config struct {
 	CoreConfig *config.Config
 	// Artifacts is the artifacts stage: fetch and verify what the group
 	// needs before any daemon is asked. Nil: nothing to do (the stage is
-	// still recorded). This is the hook for deployagent/artifact.
+	// still recorded). The daemon sets it to the artifact store's
+	// (artifacts.go).
 	Artifacts ArtifactsFunc
+	// ArtifactOptions tune the daemon's artifact fetcher.
+	ArtifactOptions []artifact.Option
+	// Switch puts in force what the artifacts stage left beside the group
+	// (models at their DestinationPath): after the commit with (next,
+	// previous), and back with (previous, next) on a rollback. An error
+	// after the commit fails the deployment and rolls it back. Nil:
+	// nothing to switch.
+	Switch func(next, prev *deployment.Record) error
+	// Finished runs after every deployment with the records in force and
+	// before it (the artifact store collects what neither references).
+	Finished func(current, previous *deployment.Record)
 	// RecoverWait is how long a start-up recovery waits for a consumer that
 	// is not running yet; DefaultRecoverWait when zero.
 	RecoverWait time.Duration
@@ -58,7 +71,9 @@ type Config struct {
 // ArtifactsFunc fetches and verifies the artifacts of the group next puts
 // in force, before any daemon prepares it. An error fails the deployment
 // with nothing changed.
-type ArtifactsFunc func(ctx context.Context, deploymentID string, next *deployment.Record) error
+// It may rewrite next.Group (the group the daemons get, e.g. a function's
+// code fetched into the cache) and reports each step through progress.
+type ArtifactsFunc func(ctx context.Context, deploymentID string, next *deployment.Record, progress func(string)) error
 
 // DefaultRecoverWait bounds how long a start-up recovery waits for each
 // consuming daemon to come up.
@@ -79,6 +94,8 @@ type Local struct {
 	timeout   time.Duration
 	coreThing string
 	artifacts ArtifactsFunc
+	switchFn  func(next, prev *deployment.Record) error
+	finished  func(current, previous *deployment.Record)
 	// recoverWait: see Config.RecoverWait.
 	recoverWait time.Duration
 
@@ -135,6 +152,8 @@ func NewLocal(c Config) (*Local, error) {
 		consumers: consumers,
 		timeout:   c.ApplyTimeout,
 		artifacts: c.Artifacts,
+		switchFn:  c.Switch,
+		finished:  c.Finished,
 
 		recoverWait: c.RecoverWait,
 	}

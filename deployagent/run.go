@@ -96,7 +96,8 @@ func (l *Local) run(j *job) {
 	// Artifacts: fetched and verified before any daemon is asked, so a
 	// missing artifact fails the deployment with nothing touched.
 	if l.artifacts != nil && j.st.Next.HasGroup() {
-		if err := l.artifacts(l.runCtx, id, j.st.Next); err != nil {
+		progress := func(msg string) { j.events.push(stageEvent(id, deployment.StageValidated, msg)) }
+		if err := l.artifacts(l.runCtx, id, j.st.Next, progress); err != nil {
 			l.finish(j, failed, "artifacts: "+oneLine(err.Error()), nil)
 			return
 		}
@@ -143,6 +144,13 @@ func (l *Local) run(j *job) {
 	l.stage(j, deployment.StageCommitted, "committed: current.json names "+id)
 	l.hit(failpoint.Committed)
 
+	if l.switchFn != nil {
+		if err := l.switchFn(j.st.Next, j.st.Previous); err != nil {
+			j.st.Reason = "deployagent: " + oneLine(err.Error())
+			l.rollback(j, l.consumers, results)
+			return
+		}
+	}
 	l.applyAll(j)
 }
 
@@ -218,6 +226,11 @@ func (l *Local) rollback(j *job, back []string, results []*deployv1.DaemonResult
 	}
 	l.setInForce(prev)
 	l.hit(failpoint.RollbackPointer)
+	if l.switchFn != nil {
+		if err := l.switchFn(prev, j.st.Next); err != nil {
+			problems = append(problems, "deployagent: switch back: "+oneLine(err.Error()))
+		}
+	}
 
 	if len(back) > 0 {
 		req := l.applyRequest(prev, currentID(prev), phaseRollback)
@@ -289,6 +302,13 @@ func (l *Local) finishStage(j *job, status deployv1.DeploymentStatus, reason str
 	l.hit(failpoint.Recorded)
 	if err := deployment.RemoveState(l.root); err != nil {
 		log.Error("remove staged deployment", "err", err)
+	}
+	if l.finished != nil {
+		l.mu.Lock()
+		cur := l.current
+		l.mu.Unlock()
+		prev, _ := deployment.ReadRecord(deployment.Path(l.root, deployment.PreviousFile))
+		l.finished(cur, prev)
 	}
 	l.publishFinished(view)
 
