@@ -14,6 +14,7 @@ import (
 	"time"
 
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
+	secretsv1 "github.com/evergreen-edge/evergreen/proto/evergreen/secrets/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 	"github.com/evergreen-edge/evergreen/runtime/shims/nodejs"
@@ -221,15 +222,18 @@ func shadowError(code int, msg string) dispatch.Result {
 	return dispatch.Result{Payload: b}
 }
 
-// secretsCall is GGSecretManager until the secrets daemon lands: the true
-// answer of a core with no secrets deployed, in the shape of spec 1.8.
-func secretsCall(_, _ string, payload []byte) dispatch.Result {
-	var req struct {
-		SecretId string `json:"SecretId"`
+// secretsCall is GGSecretManager: the secrets daemon decides whether the
+// caller (as its token says) may read the secret and answers in the shape
+// of spec 1.8, success or {"Status","Message"}, which goes back as is.
+func (s *Service) secretsCall(caller, _ string, payload []byte) dispatch.Result {
+	ctx, cancel := context.WithTimeout(context.Background(), shadowTimeout)
+	defer cancel()
+	res, err := s.secrets.GetSecretValue(ctx, &secretsv1.GetSecretValueRequest{FunctionArn: caller, Request: payload})
+	if err != nil {
+		b, _ := json.Marshal(map[string]any{"Status": 500, "Message": "Internal error: the secrets service did not answer: " + status.Convert(err).Message()})
+		return dispatch.Result{Payload: b}
 	}
-	json.Unmarshal(payload, &req)
-	b, _ := json.Marshal(map[string]any{"Status": 404, "Message": fmt.Sprintf("Secret %q not found: no secrets are deployed to this core", req.SecretId)})
-	return dispatch.Result{Payload: b}
+	return dispatch.Result{Payload: res.GetPayload()}
 }
 
 func coreError(typ, msg string) dispatch.Result {

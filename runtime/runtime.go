@@ -21,6 +21,7 @@ import (
 	"time"
 
 	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
+	secretsv1 "github.com/evergreen-edge/evergreen/proto/evergreen/secrets/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
 	"github.com/evergreen-edge/evergreen/runtime/container/remote"
 	"github.com/evergreen-edge/evergreen/runtime/containerapi"
@@ -92,6 +93,9 @@ type Service struct {
 
 	shadowConn *grpc.ClientConn
 	shadow     shadowv1.ShadowClient
+	// secretsConn reaches the secrets daemon (GGSecretManager).
+	secretsConn *grpc.ClientConn
+	secrets     secretsv1.SecretsClient
 
 	// runner is the containerd connection, made when a GreengrassContainer
 	// function first needs it (a core without such functions never talks
@@ -153,7 +157,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		System: map[string]dispatch.SystemFunc{
 			RouterARN:  s.routerCall,
 			ShadowARN:  s.shadowCall,
-			SecretsARN: secretsCall,
+			SecretsARN: s.secretsCall,
 		},
 		Log: s.log.With("component", "dispatch"),
 	})
@@ -161,6 +165,10 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		return err
 	}
 	s.shadow = shadowv1.NewShadowClient(s.shadowConn)
+	if s.secretsConn, err = grpc.NewClient("unix://"+env.Root.Socket("secrets"), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return err
+	}
+	s.secrets = secretsv1.NewSecretsClient(s.secretsConn)
 
 	g, id, err := deployment.LoadCurrent(env.Root)
 	if err != nil {
@@ -241,6 +249,9 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	if s.shadowConn != nil {
 		s.shadowConn.Close()
+	}
+	if s.secretsConn != nil {
+		s.secretsConn.Close()
 	}
 	return errors.Join(errs...)
 }

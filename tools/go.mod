@@ -7,6 +7,7 @@ require (
 	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/evergreen-edge/evergreen/proto v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/runtime v0.0.0-00010101000000-000000000000
+	github.com/evergreen-edge/evergreen/services v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/services/kit v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/shadow v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
@@ -80,3 +81,11 @@ replace github.com/evergreen-edge/evergreen/services/kit => ../services/kit
 replace github.com/evergreen-edge/evergreen/shadow => ../shadow
 
 replace github.com/evergreen-edge/evergreen/runtime => ../runtime
+
+replace github.com/evergreen-edge/evergreen/services => ../services
+
+replace github.com/evergreen-edge/evergreen/broker => ../broker
+
+replace github.com/evergreen-edge/evergreen/certmgr => ../certmgr
+
+replace github.com/evergreen-edge/evergreen/deployagent => ../deployagent

@@ -11,6 +11,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/bus"
 	"github.com/evergreen-edge/evergreen/services/ipdetector"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/services/secrets"
 	"github.com/evergreen-edge/evergreen/shadow"
 )
 
@@ -21,6 +22,8 @@ func Specs() []daemon.Spec {
 		broker.Spec(),
 		ipdetector.Spec(),
 		shadow.Spec(),
+		// Before the runtime, which asks it for its functions' secrets.
+		secrets.Spec(),
 		runtime.Spec(),
 	}
 	var consumers []string

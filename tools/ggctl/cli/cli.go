@@ -129,6 +129,7 @@ func init() {
 		{"version", "", "Print ggctl's version and, when reachable, the supervisor's.", cmdVersion},
 		{"help", "[COMMAND]", "Print usage, commands and exit codes; or one command's flags.", cmdHelp},
 	}
+	commands = append(commands, secretCommands...)
 }
 
 // globals are the flags every command accepts.
