@@ -16,6 +16,7 @@ import (
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 )
 
 // Name is the daemon's name.
@@ -48,7 +49,7 @@ func Spec(consumers []string, opts ...Option) daemon.Spec {
 		Requires: []string{"bus", "certmgr"},
 		Bus: &daemon.BusRole{
 			Publish:   []string{"evergreen.deploy.>"},
-			Subscribe: []string{"evergreen.certmgr.events.>"},
+			Subscribe: []string{"evergreen.certmgr.events.>", subjects.BrokerCloudDeploy},
 		},
 		New: func() daemon.Service {
 			return &service{consumers: append([]string(nil), consumers...), opts: opts}
@@ -60,6 +61,7 @@ type service struct {
 	consumers []string
 	opts      []Option
 	local     *Local
+	cloud     *cloudDeploys
 }
 
 func (s *service) Start(ctx context.Context, env *daemon.Env) error {
@@ -78,10 +80,18 @@ func (s *service) Start(ctx context.Context, env *daemon.Env) error {
 	}
 	s.local = l
 	deployv1.RegisterDeployerServer(env.GRPC, NewServer(l))
+	if thing := env.Config.CoreThingName(); thing != "" && env.Bus != nil {
+		if s.cloud, err = startCloudDeploys(l, env.Bus, thing, a.fetch, env.Root.DataDir(Name), env.Log); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 func (s *service) Stop(ctx context.Context) error {
+	if s.cloud != nil {
+		s.cloud.close()
+	}
 	if s.local == nil {
 		return nil
 	}

@@ -31,7 +31,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"regexp"
 
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 )
@@ -81,7 +80,22 @@ type Status struct {
 	Timestamp int64 `json:"timestamp"`
 }
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+// ValidID reports whether id is 1 to 128 of [A-Za-z0-9._:-] starting with
+// a letter or digit (the deployagent's rule for deployment ids). By hand:
+// a package-level regexp would cost heap in every process of ggd.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-')) {
+			return false
+		}
+	}
+	return true
+}
 
 // ParseRequest decodes and checks a request; errors name the field.
 func ParseRequest(b []byte) (*Request, error) {
@@ -89,8 +103,8 @@ func ParseRequest(b []byte) (*Request, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, errdefs.InvalidArgument("request", "not a JSON deployment request: %v", err)
 	}
-	if !validID.MatchString(r.DeploymentID) {
-		return nil, errdefs.InvalidArgument("deploymentId", "%q: 1 to 128 of A-Z a-z 0-9 _ . : -", r.DeploymentID)
+	if !ValidID(r.DeploymentID) {
+		return nil, errdefs.InvalidArgument("deploymentId", "%q: 1 to 128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit", r.DeploymentID)
 	}
 	switch r.DeploymentType {
 	case "":

@@ -1,0 +1,279 @@
+package deployagent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/evergreen-edge/evergreen/deployagent/artifact"
+	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
+	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
+	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
+	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Cloud deployments (docs/cloud.md, services/kit/clouddeploy): the broker
+// hands over what the cloud publishes on the core's request topic; each
+// request runs as a local deployment would, one at a time, and its status
+// goes back on the status topic through the broker's spooler: InProgress
+// at each stage, Building while the group or its artifacts download, then
+// Success or Failure with every reason.
+//
+// DIR/data/deployagent/cloud.json holds the request being handled until
+// its final status is out. After a restart the deployagent publishes the
+// outcome of a deployment that was in flight (the start-up recovery has
+// settled it), or runs a request again that had not become a deployment
+// yet (a group download resumes where it stopped).
+
+// cloudQueue bounds the requests waiting behind the one running; more are
+// refused with a Failure status ("busy").
+const cloudQueue = 16
+
+type cloudDeploys struct {
+	l     *Local
+	bus   *nats.Conn
+	thing string
+	fetch *artifact.Fetcher
+	file  string
+	log   *slog.Logger
+
+	queue chan []byte
+	sub   *nats.Subscription
+	ctx   context.Context
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+}
+
+func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.Fetcher, dir string, log *slog.Logger) (*cloudDeploys, error) {
+	c := &cloudDeploys{l: l, bus: bus, thing: thing, fetch: fetch, file: filepath.Join(dir, "cloud.json"),
+		log: log.With("component", "cloud"), queue: make(chan []byte, cloudQueue)}
+	c.ctx, c.stop = context.WithCancel(context.Background())
+	// cloud.json is the request as the cloud sent it.
+	pending, err := os.ReadFile(c.file)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.log.Warn("cloud.json unreadable; the request it held is dropped", "err", err)
+	}
+	if c.sub, err = bus.Subscribe(subjects.BrokerCloudDeploy, c.onRequest); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subjects.BrokerCloudDeploy, err)
+	}
+	c.wg.Add(1)
+	go c.loop(pending)
+	return c, nil
+}
+
+func (c *cloudDeploys) close() {
+	c.sub.Unsubscribe()
+	c.stop()
+	c.wg.Wait()
+}
+
+func (c *cloudDeploys) onRequest(m *nats.Msg) {
+	rm := &brokerv1.RoutedMessage{}
+	if err := proto.Unmarshal(m.Data, rm); err != nil {
+		c.log.Warn("malformed RoutedMessage from the broker", "err", err)
+		return
+	}
+	select {
+	case c.queue <- rm.GetPayload():
+	default:
+		id := requestID(rm.GetPayload())
+		c.log.Warn("cloud deployment refused: too many waiting", "deployment", id, "waiting", cloudQueue)
+		c.publish(id, clouddeploy.Failure, "", fmt.Sprintf("the core is busy: %d deployments wait already", cloudQueue))
+	}
+}
+
+// loop handles requests one at a time, the pending one of cloud.json first.
+func (c *cloudDeploys) loop(pending []byte) {
+	defer c.wg.Done()
+	if len(pending) > 0 {
+		c.handle(pending, true)
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case b := <-c.queue:
+			c.handle(b, false)
+		}
+	}
+}
+
+func (c *cloudDeploys) handle(raw []byte, resumed bool) {
+	r, err := clouddeploy.ParseRequest(raw)
+	if err != nil {
+		id := requestID(raw)
+		c.log.Warn("cloud deployment request refused", "deployment", id, "err", err)
+		c.publish(id, clouddeploy.Failure, "", err.Error())
+		return
+	}
+	log := c.log.With("deployment", r.DeploymentID, "type", r.DeploymentType)
+	// Seen before (a redelivery, or in flight when the core stopped):
+	// report its outcome once it has one.
+	if d := c.settled(r.DeploymentID); d != nil {
+		log.Info("cloud deployment known; reporting its outcome", "status", d.GetStatus().String())
+		c.final(d)
+		c.forget()
+		return
+	}
+	if resumed {
+		log.Info("cloud deployment resumed after a restart")
+	}
+	if err := atomicfile.WriteFile(c.file, raw, 0o600); err != nil {
+		log.Error("record the cloud request", "err", err)
+	}
+	defer c.forget()
+	c.publish(r.DeploymentID, clouddeploy.InProgress, "received", "")
+
+	req := &deployv1.DeployRequest{DeploymentId: r.DeploymentID, GroupJson: r.Group}
+	switch r.DeploymentType {
+	case clouddeploy.Redeployment:
+		req.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_REDEPLOY
+		req.GroupJson = nil
+	case clouddeploy.ResetDeployment:
+		req.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET
+	case clouddeploy.ForceResetDeployment:
+		req.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET
+	default:
+		req.Type = deployv1.DeploymentType_DEPLOYMENT_TYPE_NEW
+	}
+	if r.GroupURL != "" {
+		c.publish(r.DeploymentID, clouddeploy.Building, "group", "")
+		path, err := c.fetch.Fetch(c.ctx, artifact.Spec{URL: r.GroupURL, SHA256: r.SHA256, Size: r.Size, MaxBytes: clouddeploy.MaxGroupBytes}, nil)
+		if err == nil {
+			req.GroupJson, err = os.ReadFile(path)
+		}
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return // stopping: cloud.json stays, the download resumes at the next start
+			}
+			log.Warn("cloud deployment: group download failed", "err", err)
+			c.publish(r.DeploymentID, clouddeploy.Failure, "", "groupUrl: "+err.Error())
+			return
+		}
+	}
+	events, err := c.l.Deploy(c.ctx, req)
+	for errors.Is(err, errdefs.ErrAborted) && c.ctx.Err() == nil {
+		// Another deployment (local, or the start-up recovery) runs.
+		time.Sleep(200 * time.Millisecond)
+		events, err = c.l.Deploy(c.ctx, req)
+	}
+	if err != nil {
+		if c.ctx.Err() != nil {
+			return
+		}
+		log.Warn("cloud deployment refused", "err", err)
+		c.publish(r.DeploymentID, clouddeploy.Failure, "", err.Error())
+		return
+	}
+	stage := ""
+	for {
+		ev, err := events.Recv()
+		if err != nil {
+			break
+		}
+		switch {
+		case ev.GetStatus() != inProgress:
+			d, _ := c.l.GetDeployment(context.Background(), &deployv1.GetDeploymentRequest{DeploymentId: r.DeploymentID})
+			if d == nil {
+				d = &deployv1.Deployment{DeploymentId: r.DeploymentID, Status: ev.GetStatus(), Error: ev.GetMessage()}
+			}
+			c.final(d)
+			return
+		case strings.HasPrefix(ev.GetMessage(), "artifact "):
+			if stage != "artifacts" {
+				stage = "artifacts"
+				c.publish(r.DeploymentID, clouddeploy.Building, stage, "")
+			}
+		case ev.GetStage() != "" && ev.GetStage() != stage:
+			stage = ev.GetStage()
+			c.publish(r.DeploymentID, clouddeploy.InProgress, stage, "")
+		}
+	}
+	// The stream ended without an outcome: the deployagent is stopping and
+	// the start-up recovery settles it; cloud.json stays for the report.
+	if c.ctx.Err() != nil {
+		return
+	}
+}
+
+// settled returns the deployment id names once it is over (waiting while
+// it runs); nil when no deployment has that id.
+func (c *cloudDeploys) settled(id string) *deployv1.Deployment {
+	for {
+		d, err := c.l.GetDeployment(context.Background(), &deployv1.GetDeploymentRequest{DeploymentId: id})
+		if err != nil || d.GetStatus() != inProgress {
+			return d
+		}
+		select {
+		case <-c.ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// final publishes a deployment's outcome with every reason.
+func (c *cloudDeploys) final(d *deployv1.Deployment) {
+	if d.GetStatus() == succeeded {
+		c.publish(d.GetDeploymentId(), clouddeploy.Success, "done", "")
+		return
+	}
+	var reasons []string
+	if d.GetError() != "" {
+		reasons = append(reasons, d.GetError())
+	}
+	for _, r := range d.GetResults() {
+		if !r.GetOk() && r.GetReason() != "" && !strings.Contains(d.GetError(), r.GetReason()) {
+			reasons = append(reasons, r.GetDaemon()+": "+r.GetReason())
+		}
+	}
+	c.publish(d.GetDeploymentId(), clouddeploy.Failure, d.GetStage(), reasons...)
+}
+
+func (c *cloudDeploys) forget() {
+	if c.ctx.Err() != nil {
+		return // keep cloud.json for the next start
+	}
+	if err := os.Remove(c.file); err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.log.Warn("remove cloud.json", "err", err)
+	}
+}
+
+// publish sends a status to the cloud (through the broker's spooler).
+func (c *cloudDeploys) publish(id, status, stage string, reasons ...string) {
+	var rs []string
+	for _, r := range reasons {
+		if r != "" {
+			rs = append(rs, r)
+		}
+	}
+	b, _ := json.Marshal(clouddeploy.Status{DeploymentID: id, Status: status, Stage: stage, Reasons: rs, Timestamp: time.Now().UnixMilli()})
+	m, _ := proto.Marshal(&brokerv1.RoutedMessage{Topic: clouddeploy.StatusTopic(c.thing), Payload: b, Qos: 1, Time: timestamppb.Now()})
+	if err := c.bus.Publish(subjects.DeployCloud, m); err != nil {
+		c.log.Warn("publish a deployment status", "deployment", id, "status", status, "err", err)
+	}
+}
+
+// requestID is the deploymentId of a request that may not parse.
+func requestID(b []byte) string {
+	var r struct {
+		DeploymentID string `json:"deploymentId"`
+	}
+	json.Unmarshal(b, &r)
+	if !clouddeploy.ValidID(r.DeploymentID) {
+		return ""
+	}
+	return r.DeploymentID
+}
