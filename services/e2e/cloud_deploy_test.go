@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/evergreen-edge/evergreen/services/internal/suitetest"
+	"github.com/evergreen-edge/evergreen/services/kit/bustest"
+	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
+)
+
+// A cloud deployment end to end: a real mosquitto plays the cloud, a
+// local HTTPS server serves the function's code. The request published on
+// the core's request topic deploys the group; the statuses arrive on the
+// status topic (InProgress, Building while the code downloads, Success);
+// the function downloaded by URL runs; a bad artifact reports Failure and
+// leaves the group in force.
+func TestCloudDeploymentEndToEnd(t *testing.T) {
+	needMosquitto(t)
+	cloud := newAWSCloud(t)
+	cloud.start()
+
+	var zb bytes.Buffer
+	zw := zip.NewWriter(&zb)
+	f, _ := zw.Create("main.py")
+	f.Write([]byte("import json\nimport greengrasssdk\niot = greengrasssdk.client('iot-data')\n\n\ndef handler(event, context):\n    iot.publish(topic='fromcloud/out', payload=json.dumps({'got': event}))\n"))
+	zw.Close()
+	code := zb.Bytes()
+	sum := sha256.Sum256(code)
+	var mu sync.Mutex
+	fetched := 0
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fetched++
+		mu.Unlock()
+		http.ServeContent(w, r, "code.zip", time.Time{}, bytes.NewReader(code))
+	}))
+	defer ts.Close()
+	// The suite trusts the test server through SSL_CERT_FILE, as a core
+	// behind a TLS-inspecting proxy would be configured.
+	caFile := filepath.Join(t.TempDir(), "artifact-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600)
+
+	root := suitetest.ShortRoot(t)
+	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
+		cfg["coreThing"] = map[string]any{
+			"thingArn": acct + "thing/test-core", "iotHost": "127.0.0.1", "iotMqttPort": cloud.port, "keepAlive": 30,
+		}
+		cfg["mqttMaxConnectionRetryInterval"] = 1
+		cfg["crypto"] = map[string]any{
+			"caPath": "file://" + filepath.Join(cloud.dir, "ca.pem"),
+			"principals": map[string]any{"IoTCertificate": map[string]any{
+				"certificatePath": "file://" + filepath.Join(cloud.dir, "core.pem"),
+				"privateKeyPath":  "file://" + filepath.Join(cloud.dir, "core.key"),
+			}},
+		}
+	})
+	s := suitetest.LaunchWith(t, root, suitetest.LaunchOptions{Env: []string{"SSL_CERT_FILE=" + caFile}})
+	if err := s.WaitHealthy(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dev := createDevice(t, root, "dev")
+
+	// The cloud side: a client publishing requests and reading statuses.
+	pool := x509.NewCertPool()
+	pool.AddCert(cloud.ca.Cert)
+	var smu sync.Mutex
+	var statuses []clouddeploy.Status
+	ops := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("ssl://127.0.0.1:" + strconv.Itoa(cloud.port)).SetClientID("fleet-ops").
+		SetTLSConfig(&tls.Config{RootCAs: pool}))
+	if tok := ops.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer ops.Disconnect(0)
+	if tok := ops.Subscribe(clouddeploy.StatusTopic("test-core"), 1, func(_ pahov3.Client, m pahov3.Message) {
+		var st clouddeploy.Status
+		json.Unmarshal(m.Payload(), &st)
+		smu.Lock()
+		statuses = append(statuses, st)
+		smu.Unlock()
+	}); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	final := func(id string) []clouddeploy.Status {
+		var got []clouddeploy.Status
+		bustest.CheckFor(t, waitLimit, 50*time.Millisecond, func() error {
+			smu.Lock()
+			defer smu.Unlock()
+			got = got[:0]
+			for _, st := range statuses {
+				if st.DeploymentID == id {
+					got = append(got, st)
+				}
+			}
+			if n := len(got); n == 0 || got[n-1].Status != clouddeploy.Success && got[n-1].Status != clouddeploy.Failure {
+				return fmt.Errorf("statuses of %s: %+v", id, got)
+			}
+			return nil
+		})
+		return got
+	}
+	fnARN := "arn:aws:lambda:us-east-1:123456789012:function:fromcloud:1"
+	group := func(sha string) string {
+		g := map[string]any{
+			"Core":    map[string]any{"Cores": []any{map[string]any{"Id": "core", "ThingArn": thing("test-core"), "CertificateArn": acct + "cert/" + strings.Repeat("ab", 32)}}},
+			"Devices": map[string]any{"Devices": []any{map[string]any{"Id": "dev", "ThingArn": thing("dev"), "CertificateArn": acct + "cert/" + dev.certID}}},
+			"Functions": map[string]any{
+				"DefaultConfig": map[string]any{"Execution": map[string]any{"IsolationMode": "NoContainer"}},
+				"Functions": []any{map[string]any{"Id": "fromcloud", "FunctionArn": fnARN,
+					"FunctionConfiguration": map[string]any{"Pinned": false, "Timeout": 10, "EncodingType": "json"},
+					"Evergreen":             map[string]any{"Runtime": "python3.8", "Handler": "main.handler", "CodeUri": ts.URL + "/code.zip", "CodeSha256": sha}}}},
+			"Subscriptions": map[string]any{"Subscriptions": []any{
+				map[string]any{"Id": "1", "Source": thing("dev"), "Subject": "fromcloud/in", "Target": fnARN},
+				map[string]any{"Id": "2", "Source": fnARN, "Subject": "fromcloud/out", "Target": thing("dev")},
+			}},
+		}
+		b, _ := json.Marshal(map[string]any{"deploymentId": "cloud-" + sha[:6], "group": g})
+		return string(b)
+	}
+	publish := func(body string) {
+		if tok := ops.Publish(clouddeploy.RequestTopic("test-core"), 1, false, body); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	// The broker subscribes upstream once connected; requests sent before
+	// would be lost like any message to an absent subscriber.
+	bustest.CheckFor(t, waitLimit, 100*time.Millisecond, func() error {
+		r := ggctl(t, root, "cloud", "--json")
+		if !strings.Contains(r.stdout, clouddeploy.RequestTopic("test-core")) {
+			return fmt.Errorf("cloud status: %s%s", r.stdout, r.stderr)
+		}
+		return nil
+	})
+
+	good := hex.EncodeToString(sum[:])
+	publish(group(good))
+	st := final("cloud-" + good[:6])
+	var seen []string
+	for _, x := range st {
+		seen = append(seen, x.Status+"/"+x.Stage)
+	}
+	if st[0].Status != clouddeploy.InProgress || st[len(st)-1].Status != clouddeploy.Success || !strings.Contains(strings.Join(seen, " "), "Building/artifacts") {
+		t.Fatalf("statuses: %v %+v", seen, st)
+	}
+	c, in := pahoDevice(t, s.Endpoints().MQTT, dev, "#")
+	pahoPublish(t, c, "fromcloud/in", `{"n":1}`)
+	if out := in.wait(t, "fromcloud/out", 1); !strings.Contains(out[0], `"n": 1`) {
+		t.Fatalf("the function from the cloud: %s", out[0])
+	}
+
+	// A wrong sha256: Failure naming the artifact; the group stays.
+	bad := strings.Repeat("0", 64)
+	publish(group(bad))
+	st = final("cloud-" + bad[:6])
+	if last := st[len(st)-1]; last.Status != clouddeploy.Failure || !strings.Contains(strings.Join(last.Reasons, " "), "sha256") {
+		t.Fatalf("bad artifact: %+v", st)
+	}
+	pahoPublish(t, c, "fromcloud/in", `{"n":2}`)
+	in.wait(t, "fromcloud/out", 2)
+}
