@@ -45,19 +45,18 @@ PY
 
 status_topic="evergreen/things/$thing/deployments/status"
 request_topic="evergreen/things/$thing/deployments/request"
-fifo=$(mktemp -u); mkfifo "$fifo"; trap 'rm -f "$fifo"; kill $sub 2>/dev/null || true' EXIT
-mosquitto_sub "${mqtt[@]}" -q 1 -t "$status_topic" -W "${DEPLOY_TIMEOUT:-300}" >"$fifo" &
-sub=$!
-sleep 0.5 # let the subscription land before the request
+coproc SUB { exec mosquitto_sub "${mqtt[@]}" -q 1 -t "$status_topic" -W "${DEPLOY_TIMEOUT:-300}"; }
+trap 'kill "$SUB_PID" 2>/dev/null || true' EXIT
+sleep 1 # let the subscription land before the request
 mosquitto_pub "${mqtt[@]}" -q 1 -t "$request_topic" -m "$request"
 echo "deployment $id ($type) sent to $thing"
-while read -r line; do
+while read -r line <&"${SUB[0]}"; do
 	case "$line" in *"\"deploymentId\":\"$id\""*) ;; *) continue ;; esac
 	echo "$line"
 	case "$line" in
 	*'"status":"Success"'*) exit 0 ;;
 	*'"status":"Failure"'*) exit 1 ;;
 	esac
-done <"$fifo"
+done
 echo "deploy.sh: no final status for $id within ${DEPLOY_TIMEOUT:-300} s" >&2
 exit 3

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -174,4 +175,27 @@ func TestCloudDeploymentEndToEnd(t *testing.T) {
 	}
 	pahoPublish(t, c, "fromcloud/in", `{"n":2}`)
 	in.wait(t, "fromcloud/out", 2)
+
+	// The documented script, against the same broker.
+	repo, err := suitetest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req struct{ Group json.RawMessage }
+	json.Unmarshal([]byte(group(good)), &req)
+	gf := filepath.Join(t.TempDir(), "group.json")
+	os.WriteFile(gf, req.Group, 0o600)
+	cmd := exec.Command("bash", filepath.Join(repo, "examples", "cloud", "deploy.sh"), "-h", "127.0.0.1", "-p", strconv.Itoa(cloud.port),
+		"--cafile", filepath.Join(cloud.dir, "ca.pem"), "-t", "test-core", "-i", "by-script-1", gf)
+	cmd.Env = append(os.Environ(), "DEPLOY_TIMEOUT=60")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"status":"Success"`) {
+		t.Fatalf("examples/cloud/deploy.sh: %v\n%s", err, out)
+	}
+	cmd = exec.Command("bash", filepath.Join(repo, "examples", "cloud", "deploy.sh"), "-h", "127.0.0.1", "-p", strconv.Itoa(cloud.port),
+		"--cafile", filepath.Join(cloud.dir, "ca.pem"), "-t", "test-core", "-i", "by-script-2", "--type", "Redeployment")
+	cmd.Env = append(os.Environ(), "DEPLOY_TIMEOUT=60")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"status":"Success"`) {
+		t.Fatalf("examples/cloud/deploy.sh --type Redeployment: %v\n%s", err, out)
+	}
 }
