@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
@@ -32,6 +33,9 @@ import (
 // the deployment with nothing left behind (package artifact). The cache
 // keeps what the group in force and the previous one reference; the rest
 // is collected after each deployment.
+
+// progressEvery spaces a download's progress events.
+const progressEvery = time.Second
 
 type artifacts struct {
 	fetch  *artifact.Fetcher
@@ -65,6 +69,7 @@ func (a *artifacts) stage(ctx context.Context, g *groupdef.Group, progress func(
 	if err != nil {
 		return nil, err
 	}
+	var last time.Time
 	report := func(p artifact.Progress) {
 		if progress == nil {
 			return
@@ -76,6 +81,15 @@ func (a *artifacts) stage(ctx context.Context, g *groupdef.Group, progress func(
 			progress(fmt.Sprintf("artifact %s: %s fetched", p.URL, sizeText(p.Bytes)))
 		case p.ResumedFrom > 0 && p.Bytes == p.ResumedFrom:
 			progress(fmt.Sprintf("artifact %s: resuming at %s", p.URL, sizeText(p.ResumedFrom)))
+			last = time.Now()
+		case time.Since(last) >= progressEvery:
+			// "<done> of <total>" is what ggctl deploy draws as a bar.
+			if p.Total > 0 {
+				progress(fmt.Sprintf("artifact %s: %s of %s", p.URL, sizeText(p.Bytes), sizeText(p.Total)))
+			} else {
+				progress(fmt.Sprintf("artifact %s: %s so far", p.URL, sizeText(p.Bytes)))
+			}
+			last = time.Now()
 		}
 	}
 	if out.Functions != nil {

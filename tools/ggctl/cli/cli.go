@@ -46,9 +46,14 @@ Commands:
   device list                        registered devices
   device remove NAME                 revoke a device's certificate and forget the device
   deploy FILE                        deploy a group definition file and follow its progress
-  deploy --reset                     remove the deployed group
+  deploy --reset [--force]           remove the deployed group (--force: whatever daemons say)
+  deploy --redeploy [--of ID]        deploy the group in force again under a new id
   deployments                        deployment history, newest first
   deployments show [ID]              one deployment (the current one without ID)
+  deployments applied                which deployment every daemon runs
+  secret put NAME [--file F]         store a secret's new version (AWSCURRENT)
+  secret list                        stored and deployed secrets (never their values)
+  secret rm NAME [--force]           delete a secret
   pub TOPIC PAYLOAD [--as SOURCE]    route a message through the subscriptions as SOURCE
   sub FILTER [-n COUNT]              print the messages routed on topics matching FILTER
   subscriptions                      the subscription table in force

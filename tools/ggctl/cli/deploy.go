@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,6 +87,8 @@ func cmdDeploy(a *app, args []string) error {
 	}
 	var final *deployv1.DeployEvent
 	deploymentID := req.GetDeploymentId()
+	bar := &progressBar{w: a.stderr, on: isTerminal(a.stderr)}
+	defer bar.end()
 	for final == nil {
 		ev, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -98,6 +101,10 @@ func cmdDeploy(a *app, args []string) error {
 			deploymentID = ev.GetDeploymentId()
 		}
 		msg := oneLine(ev.GetMessage())
+		if bar.draw(msg) {
+			continue
+		}
+		bar.end()
 		if st := ev.GetStage(); st != "" {
 			msg = fmt.Sprintf("%-12s %s", st, msg)
 		}
@@ -278,4 +285,72 @@ func resolveCodeURIs(b []byte, file string) ([]byte, error) {
 	all["Functions"], _ = json.Marshal(fns.Functions)
 	g["Functions"], _ = json.Marshal(all)
 	return json.Marshal(g)
+}
+
+// progressBar draws a download's "artifact URL: X of Y" events as one
+// line that fills, on a terminal; elsewhere each event is a plain line.
+type progressBar struct {
+	w       io.Writer
+	on      bool
+	drawing bool
+}
+
+func (b *progressBar) draw(msg string) bool {
+	if !b.on || !strings.HasPrefix(msg, "artifact ") {
+		return false
+	}
+	i := strings.LastIndex(msg, ": ")
+	done, total, ok := strings.Cut(msg[i+2:], " of ")
+	if i < 0 || !ok {
+		return false
+	}
+	d, t := parseSize(done), parseSize(total)
+	if t <= 0 {
+		return false
+	}
+	frac := min(d/t, 1)
+	const width = 30
+	n := int(frac * width)
+	url := msg[len("artifact "):i]
+	if len(url) > 40 {
+		url = "…" + url[len(url)-39:]
+	}
+	fmt.Fprintf(b.w, "\r  [%s%s] %3.0f%%  %s of %s  %s\x1b[K", strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, done, total, url)
+	b.drawing = true
+	return true
+}
+
+func (b *progressBar) end() {
+	if b.drawing {
+		fmt.Fprintln(b.w)
+		b.drawing = false
+	}
+}
+
+// parseSize reads the deployagent's "12.3 MiB" sizes; -1 when it cannot.
+func parseSize(s string) float64 {
+	num, unit, ok := strings.Cut(strings.TrimSpace(s), " ")
+	v, err := strconv.ParseFloat(num, 64)
+	if !ok || err != nil {
+		return -1
+	}
+	switch unit {
+	case "B":
+		return v
+	case "KiB":
+		return v * (1 << 10)
+	case "MiB":
+		return v * (1 << 20)
+	}
+	return -1
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

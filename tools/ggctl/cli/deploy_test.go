@@ -344,3 +344,24 @@ func (f *stagedDeployer) GetApplied(context.Context, *deployv1.GetAppliedRequest
 		{Daemon: "runtime", Error: "no reply within 10s"},
 	}}, nil
 }
+
+// On a terminal a download's progress events draw one filling line.
+func TestProgressBar(t *testing.T) {
+	var b strings.Builder
+	bar := &progressBar{w: &b, on: true}
+	if !bar.draw("artifact https://example.com/m.zip: 5.0 MiB of 10.0 MiB") || bar.draw("validated") {
+		t.Fatal("draw")
+	}
+	bar.draw("artifact https://example.com/m.zip: 10.0 MiB of 10.0 MiB")
+	bar.end()
+	got := b.String()
+	if !strings.Contains(got, "[###############...............]  50%") || !strings.Contains(got, "100%") || !strings.HasSuffix(got, "\n") {
+		t.Fatalf("bar: %q", got)
+	}
+	if (&progressBar{w: &b}).draw("artifact x: 1 B of 2 B") {
+		t.Fatal("drew a bar off a terminal")
+	}
+	if parseSize("1.5 KiB") != 1536 || parseSize("x") != -1 {
+		t.Fatal("parseSize")
+	}
+}
