@@ -1,6 +1,7 @@
 package deployagent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ const progressEvery = time.Second
 
 type artifacts struct {
 	fetch  *artifact.Fetcher
+	cache  string
 	models string
 }
 
@@ -52,7 +54,7 @@ func newArtifacts(root layout.Root, opts ...artifact.Option) (*artifacts, error)
 	if err := os.MkdirAll(models, 0o755); err != nil {
 		return nil, err
 	}
-	return &artifacts{fetch: f, models: models}, nil
+	return &artifacts{fetch: f, cache: filepath.Join(dir, "artifacts"), models: models}, nil
 }
 
 // stage fetches and unpacks what g names by URL and returns the group the
@@ -297,6 +299,9 @@ func sizeText(n int64) string {
 // stageRecord is the artifacts stage: next.Group becomes the group the
 // daemons get.
 func (a *artifacts) stageRecord(ctx context.Context, _ string, next *deployment.Record, progress func(string)) error {
+	if !fetches(next) {
+		return nil // a group at v1's limits parses in ~60 MB of garbage: skip it when nothing is fetched
+	}
 	g, err := next.Decode()
 	if err != nil || g == nil {
 		return err
@@ -314,6 +319,9 @@ func (a *artifacts) stageRecord(ctx context.Context, _ string, next *deployment.
 }
 
 func (a *artifacts) switchRecords(next, prev *deployment.Record) error {
+	if !hasModels(next) && !hasModels(prev) {
+		return nil
+	}
 	gn, err := next.Decode()
 	if err != nil {
 		return err
@@ -324,6 +332,9 @@ func (a *artifacts) switchRecords(next, prev *deployment.Record) error {
 
 func (a *artifacts) collectRecords(log *slog.Logger) func(current, previous *deployment.Record) {
 	return func(current, previous *deployment.Record) {
+		if a.empty() {
+			return
+		}
 		gc, _ := current.Decode()
 		gp, _ := previous.Decode()
 		removed, err := a.collect(gc, gp)
@@ -334,4 +345,24 @@ func (a *artifacts) collectRecords(log *slog.Logger) func(current, previous *dep
 			log.Warn("artifact collection", "err", err)
 		}
 	}
+}
+
+// fetches reports whether r's group may name something to fetch (a cheap
+// look at the bytes before parsing).
+func fetches(r *deployment.Record) bool {
+	return r.HasGroup() && (bytes.Contains(r.Group, []byte(`"https://`)) || hasModels(r))
+}
+
+func hasModels(r *deployment.Record) bool {
+	return r.HasGroup() && bytes.Contains(r.Group, []byte(`"S3MachineLearningModelResourceData"`))
+}
+
+// empty reports whether nothing is cached: nothing to collect.
+func (a *artifacts) empty() bool {
+	for _, dir := range []string{filepath.Join(a.cache, "sha256"), filepath.Join(a.cache, "partial"), a.models} {
+		if es, err := os.ReadDir(dir); err == nil && len(es) > 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -119,11 +119,12 @@ func writeRecord(path string, r *Record, beforeRename func()) error {
 	return writeAtomic(path, b, beforeRename)
 }
 
+// encodeJSON is compact: a record embeds a whole group (megabytes at v1's
+// limits), which indenting would copy again at every stage.
 func encodeJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
 	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
