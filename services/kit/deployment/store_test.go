@@ -118,7 +118,7 @@ func TestLoadCurrentAfterReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(Path(root, CurrentFile))
-	if !strings.Contains(string(b), `"group": null`) || !strings.Contains(string(b), `"reset": true`) {
+	if !strings.Contains(string(b), `"group":null`) || !strings.Contains(string(b), `"reset":true`) {
 		t.Fatalf("current.json after reset:\n%s", b)
 	}
 	g, id, err := LoadCurrent(root)
