@@ -15,11 +15,15 @@ import (
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	secretsv1 "github.com/evergreen-edge/evergreen/proto/evergreen/secrets/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
 	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -46,8 +50,10 @@ type cloudDeploys struct {
 	bus   *nats.Conn
 	thing string
 	fetch *artifact.Fetcher
-	file  string
-	log   *slog.Logger
+	// secretsSock is the secrets daemon's socket.
+	secretsSock string
+	file        string
+	log         *slog.Logger
 
 	queue chan []byte
 	sub   *nats.Subscription
@@ -56,8 +62,8 @@ type cloudDeploys struct {
 	wg    sync.WaitGroup
 }
 
-func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.Fetcher, dir string, log *slog.Logger) (*cloudDeploys, error) {
-	c := &cloudDeploys{l: l, bus: bus, thing: thing, fetch: fetch, file: filepath.Join(dir, "cloud.json"),
+func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.Fetcher, dir, secretsSock string, log *slog.Logger) (*cloudDeploys, error) {
+	c := &cloudDeploys{l: l, bus: bus, thing: thing, fetch: fetch, file: filepath.Join(dir, "cloud.json"), secretsSock: secretsSock,
 		log: log.With("component", "cloud"), queue: make(chan []byte, cloudQueue)}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	// cloud.json is the request as the cloud sent it.
@@ -136,6 +142,14 @@ func (c *cloudDeploys) handle(raw []byte, resumed bool) {
 	defer c.forget()
 	c.publish(r.DeploymentID, clouddeploy.InProgress, "received", "")
 
+	if len(r.Secrets) > 0 {
+		c.publish(r.DeploymentID, clouddeploy.InProgress, "secrets", "")
+		if err := c.putSecrets(r.Secrets); err != nil {
+			log.Warn("cloud deployment: secrets refused", "err", err)
+			c.publish(r.DeploymentID, clouddeploy.Failure, "secrets", err.Error())
+			return
+		}
+	}
 	req := &deployv1.DeployRequest{DeploymentId: r.DeploymentID, GroupJson: r.Group}
 	switch r.DeploymentType {
 	case clouddeploy.Redeployment:
@@ -206,6 +220,28 @@ func (c *cloudDeploys) handle(raw []byte, resumed bool) {
 	if c.ctx.Err() != nil {
 		return
 	}
+}
+
+// putSecrets stores a request's sealed secrets through the secrets
+// daemon, which opens them with the core's key; they are in the store
+// before any daemon prepares the group that names them.
+func (c *cloudDeploys) putSecrets(list []clouddeploy.Secret) error {
+	conn, err := grpc.NewClient("unix://"+c.secretsSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	api := secretsv1.NewSecretsClient(conn)
+	for i, sec := range list {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		_, err := api.PutSecret(ctx, &secretsv1.PutSecretRequest{Name: sec.Name, Source: &secretsv1.PutSecretRequest_SealedValue{SealedValue: sec.SealedValue},
+			Binary: sec.Binary, Labels: sec.Labels, VersionId: sec.VersionID})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("secrets[%d] (%s): %s", i, sec.Name, status.Convert(err).Message())
+		}
+	}
+	return nil
 }
 
 // settled returns the deployment id names once it is over (waiting while

@@ -81,7 +81,7 @@ func (s *service) Start(ctx context.Context, env *daemon.Env) error {
 	s.local = l
 	deployv1.RegisterDeployerServer(env.GRPC, NewServer(l))
 	if thing := env.Config.CoreThingName(); thing != "" && env.Bus != nil {
-		if s.cloud, err = startCloudDeploys(l, env.Bus, thing, a.fetch, env.Root.DataDir(Name), env.Log); err != nil {
+		if s.cloud, err = startCloudDeploys(l, env.Bus, thing, a.fetch, env.Root.DataDir(Name), env.Root.Socket("secrets"), env.Log); err != nil {
 			return err
 		}
 	}

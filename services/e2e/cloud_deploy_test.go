@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/internal/suitetest"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
+	"github.com/evergreen-edge/evergreen/services/secrets/envelope"
 )
 
 // A cloud deployment end to end: a real mosquitto plays the cloud, a
@@ -175,6 +177,62 @@ func TestCloudDeploymentEndToEnd(t *testing.T) {
 	}
 	pahoPublish(t, c, "fromcloud/in", `{"n":2}`)
 	in.wait(t, "fromcloud/out", 2)
+
+	// A sealed secret in a cloud deployment: stored before the group that
+	// names it, read by a function through the v1 SDK, never in clear.
+	r := ggctl(t, root, "secret", "list", "--json")
+	var keys struct {
+		SealingPublicKeyPem string `json:"sealingPublicKeyPem"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &keys); err != nil || keys.SealingPublicKeyPem == "" {
+		t.Fatalf("secret list --json: %v %s%s", err, r.stdout, r.stderr)
+	}
+	blk, _ := pem.Decode([]byte(keys.SealingPublicKeyPem))
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const value = "cloud-sealed-6b1e-never-in-clear"
+	sealed, err := envelope.Seal(pub, []byte(value))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fnDir, _ := filepath.Abs("testdata/fns")
+	reader := "arn:aws:lambda:us-east-1:123456789012:function:reader:1"
+	sg := map[string]any{
+		"Core":    map[string]any{"Cores": []any{map[string]any{"Id": "core", "ThingArn": thing("test-core"), "CertificateArn": acct + "cert/" + strings.Repeat("ab", 32)}}},
+		"Devices": map[string]any{"Devices": []any{map[string]any{"Id": "dev", "ThingArn": thing("dev"), "CertificateArn": acct + "cert/" + dev.certID}}},
+		"Resources": map[string]any{"Resources": []any{map[string]any{"Id": "db", "Name": "db", "ResourceDataContainer": map[string]any{
+			"SecretsManagerSecretResourceData": map[string]any{"ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:cloud/db-AbCdEf"}}}}},
+		"Functions": map[string]any{
+			"DefaultConfig": map[string]any{"Execution": map[string]any{"IsolationMode": "NoContainer"}},
+			"Functions": []any{map[string]any{"Id": "reader", "FunctionArn": reader,
+				"FunctionConfiguration": map[string]any{"Pinned": false, "Timeout": 10, "EncodingType": "json",
+					"Environment": map[string]any{"ResourceAccessPolicies": []any{map[string]any{"ResourceId": "db", "Permission": "ro"}}}},
+				"Evergreen": map[string]any{"Runtime": "python3.8", "Handler": "main.handler", "CodeUri": filepath.Join(fnDir, "secretreader")}}}},
+		"Subscriptions": map[string]any{"Subscriptions": []any{
+			map[string]any{"Id": "1", "Source": thing("dev"), "Subject": "read/reader", "Target": reader},
+			map[string]any{"Id": "2", "Source": reader, "Subject": "secret/out", "Target": thing("dev")},
+		}},
+	}
+	sb, _ := json.Marshal(map[string]any{"deploymentId": "cloud-secret-1", "group": sg,
+		"secrets": []any{map[string]any{"name": "cloud/db", "sealedValue": sealed, "versionId": "v1"}}})
+	publish(string(sb))
+	if st := final("cloud-secret-1"); st[len(st)-1].Status != clouddeploy.Success {
+		t.Fatalf("cloud deployment with a secret: %+v", st)
+	}
+	pahoPublish(t, c, "read/reader", `{"id":"cloud/db"}`)
+	if out := in.wait(t, "secret/out", 1); jsonAt(t, out[0], "value") != value {
+		t.Fatalf("the function read %s", out[0])
+	}
+	filepath.WalkDir(root.Dir(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(value)) {
+				t.Errorf("%s holds the cloud secret in clear", p)
+			}
+		}
+		return nil
+	})
 
 	// The documented script, against the same broker.
 	repo, err := suitetest.RepoRoot()

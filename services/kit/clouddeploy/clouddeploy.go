@@ -14,7 +14,11 @@
 //	 "groupUrl": "https://example.com/groups/g-7.json",
 //	 "sha256": "<hex of the file>", "size": 12345}
 //
-// ResetDeployment and ForceResetDeployment carry no group.
+// ResetDeployment and ForceResetDeployment carry no group. A request may
+// also carry secrets sealed to the core's key:
+//
+//	"secrets": [{"name": "plant/db", "sealedValue": "<base64 EGS1 envelope>",
+//	             "labels": ["blue"], "versionId": "v7"}]
 //
 // Status, core -> cloud, on evergreen/things/<thing>/deployments/status,
 // QoS 1, through the spooler (so it survives a disconnection):
@@ -68,7 +72,28 @@ type Request struct {
 	GroupURL       string          `json:"groupUrl,omitempty"`
 	SHA256         string          `json:"sha256,omitempty"`
 	Size           int64           `json:"size,omitempty"`
+	// Secrets are stored before the group is deployed, each sealed to the
+	// core's key (services/secrets/envelope; `ggctl secret list --json`
+	// shows the key). A value never travels in clear.
+	Secrets []Secret `json:"secrets,omitempty"`
 }
+
+// Secret is one secret value of a request.
+type Secret struct {
+	// Name is the secret's name or ARN.
+	Name string `json:"name"`
+	// SealedValue is the sealed value, base64 in JSON.
+	SealedValue []byte `json:"sealedValue"`
+	// Binary stores the value as SecretBinary.
+	Binary bool `json:"binary,omitempty"`
+	// Labels are staging labels besides AWSCURRENT.
+	Labels []string `json:"labels,omitempty"`
+	// VersionID makes a redelivered value idempotent.
+	VersionID string `json:"versionId,omitempty"`
+}
+
+// MaxSecrets bounds the secrets of one request.
+const MaxSecrets = 64
 
 // Status is what the core reports about a deployment.
 type Status struct {
@@ -112,6 +137,17 @@ func ParseRequest(b []byte) (*Request, error) {
 	case NewDeployment, Redeployment, ResetDeployment, ForceResetDeployment:
 	default:
 		return nil, errdefs.InvalidArgument("deploymentType", "%q: one of NewDeployment, Redeployment, ResetDeployment, ForceResetDeployment", r.DeploymentType)
+	}
+	if len(r.Secrets) > MaxSecrets {
+		return nil, errdefs.InvalidArgument("secrets", "%d secrets: at most %d", len(r.Secrets), MaxSecrets)
+	}
+	for i, s := range r.Secrets {
+		switch {
+		case s.Name == "":
+			return nil, errdefs.InvalidArgument(fmt.Sprintf("secrets[%d].name", i), "required")
+		case len(s.SealedValue) == 0:
+			return nil, errdefs.InvalidArgument(fmt.Sprintf("secrets[%d].sealedValue", i), "required: the value sealed to the core's key, base64")
+		}
 	}
 	reset := r.DeploymentType == ResetDeployment || r.DeploymentType == ForceResetDeployment
 	hasGroup, hasURL := len(r.Group) > 0 && string(r.Group) != "null", r.GroupURL != ""
