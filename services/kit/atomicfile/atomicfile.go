@@ -11,6 +11,13 @@ import (
 
 // WriteFile replaces path with data atomically and durably.
 func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return WriteFileHook(path, data, perm, nil)
+}
+
+// WriteFileHook is WriteFile calling beforeRename (when not nil) once the
+// temp file is synced and before the rename: where crash tests stop a
+// write half-way.
+func WriteFileHook(path string, data []byte, perm os.FileMode, beforeRename func()) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -35,6 +42,9 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if beforeRename != nil {
+		beforeRename()
 	}
 	if err := os.Rename(name, path); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

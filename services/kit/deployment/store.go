@@ -131,43 +131,10 @@ func encodeJSON(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// writeAtomic is atomicfile.WriteFile with a hook between the synced temp
-// file and the rename, where a crash test stops the commit.
+// writeAtomic writes with a hook between the synced temp file and the
+// rename, where a crash test stops the commit.
 func writeAtomic(path string, data []byte, beforeRename func()) error {
-	if beforeRename == nil {
-		return atomicfile.WriteFile(path, data, fileMode)
-	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(name)
-		}
-	}()
-	if err := tmp.Chmod(fileMode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: fsync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	beforeRename()
-	if err := os.Rename(name, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	ok = true
-	return atomicfile.SyncDir(dir)
+	return atomicfile.WriteFileHook(path, data, fileMode, beforeRename)
 }
 
 // ReadCurrent returns the record in force, nil when nothing was ever
