@@ -129,7 +129,8 @@ func (u *upstream) client(t *testing.T, id string) (pahov3.Client, inbox) {
 
 // With coreThing.iotHost set, messages routed to `cloud` go upstream
 // through the spooler, and cloud-source subscriptions deliver to devices.
-func TestCloudRoutes(t *testing.T) {
+// newCloudSuite is a suite whose cloud is the upstream mosquitto.
+func newCloudSuite(t *testing.T) (*upstream, *suite) {
 	up := newUpstream(t)
 	s := newSuiteWith(t, suiteOptions{
 		config: func(c *config.Config) {
@@ -142,6 +143,11 @@ func TestCloudRoutes(t *testing.T) {
 		},
 		beforeBroker: func(s *suite) { up.start(t, s.root.GroupCACert()) },
 	})
+	return up, s
+}
+
+func TestCloudRoutes(t *testing.T) {
+	up, s := newCloudSuite(t)
 	sensor, watcher := s.createDevice("sensor"), s.createDevice("watcher")
 	s.deploy(group([]*device{sensor, watcher}, nil,
 		sub{thingARN("sensor"), "up/#", arn.Cloud},
@@ -178,18 +184,7 @@ func TestCloudRoutes(t *testing.T) {
 // and the deployagent's status reaches the cloud; no other topic may
 // leave that way.
 func TestCloudDeploymentTopics(t *testing.T) {
-	up := newUpstream(t)
-	s := newSuiteWith(t, suiteOptions{
-		config: func(c *config.Config) {
-			c.CoreThing.ThingArn = thingARN("test-core")
-			c.CoreThing.IotHost = "127.0.0.1"
-			c.CoreThing.IotMqttPort = up.port
-			c.CoreThing.KeepAlive = 30
-			c.MqttMaxConnectionRetryInterval = 1
-			c.Crypto = &config.Crypto{CaPath: "file://" + filepath.Join(up.dir, "ca.pem")}
-		},
-		beforeBroker: func(s *suite) { up.start(t, s.root.GroupCACert()) },
-	})
+	up, s := newCloudSuite(t)
 	watcher := s.createDevice("watcher")
 	s.deploy(group([]*device{watcher}, nil, sub{arn.Cloud, "evergreen/#", thingARN("watcher")}))
 	requests := s.busInbox(subjects.BrokerCloudDeploy)
