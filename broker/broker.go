@@ -62,6 +62,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 				subjects.ShadowPublish,
 				subjects.ShadowCloud,
 				subjects.DeployCloud,
+				logsSubject,
 			},
 			AllowResponses: true,
 		},

@@ -31,6 +31,7 @@ func (s *Service) followBus() error {
 		{subjects.ShadowCloud, s.onShadowCloud},
 		{subjects.DeployCloud, s.onDeployCloud},
 		{"evergreen.certmgr.events.>", s.onCertmgrEvent},
+		{logsSubject, s.followLogs()},
 	} {
 		sub, err := s.env.Bus.Subscribe(x.subject, x.handle)
 		if err != nil {

@@ -44,13 +44,14 @@ func (s *Service) loadGroup() (*groupdef.Group, error) {
 }
 
 func followDeployments(s *Service) (func(), error) {
-	return deployment.Serve(s.env, s.apply)
+	return deployment.Serve(s.env, s.apply, deployment.WithPrepare(s.prepareGroup))
 }
 
 // apply is the broker's answer to the deployagent's ApplyGroup: it refuses
-// a group whose table does not compile, and must take a rollback.
+// what PREPARE refuses (checkGroup) and a spooler that cannot take the new
+// settings, and must take a rollback.
 func (s *Service) apply(_ context.Context, g *groupdef.Group, rollback bool) error {
-	t, err := router.Compile(g)
+	t, err := s.checkGroup(g)
 	if err == nil {
 		err = s.applyCloud(g)
 	}

@@ -58,7 +58,7 @@ func (s *Service) followGroup() error {
 		}
 		s.env.Log.Info("group in force", "deployment", id, "core", g.CoreThingName())
 	}
-	stop, err := deployment.Serve(s.env, s.applyGroup)
+	stop, err := deployment.Serve(s.env, s.applyGroup, deployment.WithPrepare(s.prepareGroup))
 	if err != nil {
 		return err
 	}
@@ -66,6 +66,18 @@ func (s *Service) followGroup() error {
 	return nil
 }
 
+// prepareGroup refuses a group whose device identities disagree with the
+// registry before the deployagent commits it; certmgr stages nothing (the
+// group's devices are not certmgr's to switch).
+func (s *Service) prepareGroup(_ context.Context, g *groupdef.Group, _ string) error {
+	if g == nil {
+		return nil
+	}
+	return s.checkGroup(g)
+}
+
+// applyGroup checks again: a device may have been registered between
+// PREPARE and APPLY.
 func (s *Service) applyGroup(ctx context.Context, g *groupdef.Group, rollback bool) error {
 	if g == nil || rollback {
 		return nil

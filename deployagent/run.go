@@ -311,6 +311,7 @@ func (l *Local) finishStage(j *job, status deployv1.DeploymentStatus, reason str
 		l.finished(cur, prev)
 	}
 	l.publishFinished(view)
+	deployment.ApplyLoggersInForce(l.log, l.root)
 
 	var msg string
 	reset := d.Type == deployv1.DeploymentType_DEPLOYMENT_TYPE_RESET || d.Type == deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET

@@ -42,17 +42,37 @@ const (
 // DefaultTimeout is v1's FunctionConfiguration.Timeout default.
 const DefaultTimeout = 3 * time.Second
 
+// A deployment reaches the runtime in two steps. PREPARE (prepareGroup)
+// does everything that can refuse the group: each function's code is
+// installed (code.Install is idempotent per content, so the code of the
+// group in force is untouched and APPLY finds it in place), its command and
+// container settings are built, and what the worker manager would refuse is
+// checked. Nothing runs differently: workers and the dispatcher keep the
+// group in force. APPLY (applyGroup) builds the same again and switches.
+
+// prepareGroup is the runtime's PrepareFunc.
+func (s *Service) prepareGroup(_ context.Context, g *groupdef.Group, _ string) error {
+	_, err := s.build(g)
+	return err
+}
+
 // applyGroup is the runtime's answer to a deployment: every function's
 // code installs and every function can run here, or the group is refused
-// with the reasons; then the dispatcher and the workers switch to it.
+// with the reasons; then the dispatcher and the workers switch to it. A
+// rollback switches to the functions that can run.
 func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, rollback bool) error {
-	fns, err := s.prepare(g)
+	fns, err := s.build(g)
 	if err != nil && !rollback {
 		return err
 	}
 	if err != nil {
 		s.log.Error("the group rolled back to has functions that cannot run; running the others", "err", err)
 	}
+	return s.switchTo(g, fns, rollback)
+}
+
+// switchTo puts fns, which build accepted, in force.
+func (s *Service) switchTo(g *groupdef.Group, fns []*function, rollback bool) error {
 	var dfs []dispatch.Function
 	var specs []worker.Spec
 	byARN := map[string]*function{}
@@ -71,9 +91,71 @@ func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, rollback bool
 	return nil
 }
 
-// prepare installs the code of each user function and builds how to run
-// it. It returns what can run and every problem, each naming its function.
-func (s *Service) prepare(g *groupdef.Group) ([]*function, error) {
+// build installs the code of each user function and builds how to run it,
+// refusing what the worker manager would refuse. It returns what can run
+// and every problem, each naming its function. It starts and stops no
+// worker.
+func (s *Service) build(g *groupdef.Group) ([]*function, error) {
+	fns, err := s.buildFunctions(g)
+	ok, werr := s.runnable(fns)
+	return ok, errors.Join(err, werr)
+}
+
+// runnable applies the checks of worker.Manager.SetFunctions, which refuses
+// the whole list for one bad spec, so that they happen at PREPARE and a
+// rollback can drop just the bad ones: a function listed twice, without a
+// command or with a negative memory size, and one that would run as root
+// (uid or gid 0) while runtime.allowFunctionsToRunAsRoot is not "yes"
+// (v1's deployment error, worker.RootError).
+func (s *Service) runnable(fns []*function) ([]*function, error) {
+	allowRoot := s.env.Config.Runtime.AllowFunctionsToRunAsRoot == "yes"
+	var ok []*function
+	var errs []error
+	var root []string
+	seen := map[string]bool{}
+	for _, f := range fns {
+		sp := f.spec
+		switch {
+		case seen[sp.ARN]:
+			errs = append(errs, fmt.Errorf("function %s is listed twice", sp.ARN))
+			continue
+		case len(sp.Argv) == 0 || sp.Argv[0] == "":
+			errs = append(errs, fmt.Errorf("function %s has no command", sp.ARN))
+			continue
+		case sp.MemoryKB < 0:
+			errs = append(errs, fmt.Errorf("function %s: MemorySize is negative", sp.ARN))
+			continue
+		}
+		seen[sp.ARN] = true
+		if uid, gid := effectiveIDs(sp); (uid == 0 || gid == 0) && !allowRoot {
+			root = append(root, sp.ARN)
+			continue
+		}
+		ok = append(ok, f)
+	}
+	if len(root) > 0 {
+		errs = append(errs, &worker.RootError{ARNs: root})
+	}
+	return ok, errors.Join(errs...)
+}
+
+// effectiveIDs is who a worker runs as: the spec's ids, -1 meaning the
+// daemon's own (as the worker manager reads them).
+func effectiveIDs(sp worker.Spec) (uid, gid int) {
+	uid, gid = sp.UID, sp.GID
+	if uid < 0 {
+		uid = os.Geteuid()
+	}
+	if gid < 0 {
+		gid = os.Getegid()
+	}
+	return uid, gid
+}
+
+// buildFunctions installs the code of each user function and builds how to
+// run it. It returns what can run and every problem, each naming its
+// function.
+func (s *Service) buildFunctions(g *groupdef.Group) ([]*function, error) {
 	if g == nil || g.Functions == nil {
 		return nil, nil
 	}
@@ -83,7 +165,7 @@ func (s *Service) prepare(g *groupdef.Group) ([]*function, error) {
 		if arn.IsSystemFunction(gf.FunctionArn) {
 			continue // built into the core
 		}
-		f, err := s.prepareOne(g, &gf)
+		f, err := s.buildOne(g, &gf)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("Functions[%d] (%s): %w", i, gf.FunctionArn, err))
 			continue
@@ -93,7 +175,7 @@ func (s *Service) prepare(g *groupdef.Group) ([]*function, error) {
 	return out, errors.Join(errs...)
 }
 
-func (s *Service) prepareOne(g *groupdef.Group, gf *groupdef.Function) (*function, error) {
+func (s *Service) buildOne(g *groupdef.Group, gf *groupdef.Function) (*function, error) {
 	fa, err := arn.ParseFunction(gf.FunctionArn)
 	if err != nil {
 		return nil, err
@@ -197,10 +279,18 @@ func containerSpec(g *groupdef.Group, cfg *groupdef.FunctionConfiguration, binds
 		switch rd := r.ResourceDataContainer; {
 		case rd.LocalDeviceResourceData != nil:
 			source, owner = rd.LocalDeviceResourceData.SourcePath, rd.LocalDeviceResourceData.GroupOwnerSetting
+			if err := checkDevice(source); err != nil {
+				return nil, fmt.Errorf("resource %q: %w", p.ResourceId, err)
+			}
 			cs.Devices = append(cs.Devices, containerapi.Device{Path: source, ReadOnly: ro})
 		case rd.LocalVolumeResourceData != nil:
 			v := rd.LocalVolumeResourceData
 			source, owner = v.SourcePath, v.GroupOwnerSetting
+			// The container would not start without it: refuse the group
+			// rather than restart a worker that cannot start.
+			if _, err := os.Stat(source); err != nil {
+				return nil, fmt.Errorf("resource %q: SourcePath: %w", p.ResourceId, err)
+			}
 			dest := v.DestinationPath
 			if dest == "" {
 				dest = v.SourcePath
@@ -221,6 +311,19 @@ func containerSpec(g *groupdef.Group, cfg *groupdef.FunctionConfiguration, binds
 		cs.Groups = append(cs.Groups, gid)
 	}
 	return cs, nil
+}
+
+// checkDevice refuses a device resource whose source is not a character
+// or block device on this host: its container would not start.
+func checkDevice(path string) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fmt.Errorf("SourcePath: %w", err)
+	}
+	if m := st.Mode & syscall.S_IFMT; m != syscall.S_IFCHR && m != syscall.S_IFBLK {
+		return fmt.Errorf("SourcePath: %s is not a character or block device", path)
+	}
+	return nil
 }
 
 // groupOwner is the group a resource adds to the function's process:

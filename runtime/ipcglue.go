@@ -19,11 +19,13 @@ func (s *Service) initialized(fn string, w dispatch.WorkerID, success bool, resp
 
 // functionLogs is IPC G, the local log sink. The language runtimes also
 // write each line to stdout, which goes to DIR/logs/user/<function>.log;
-// the sink's copy is kept at debug level in the runtime's log only.
+// the sink's copy is kept at debug level in the runtime's log, and goes to
+// the cloud under the group's Lambda AWSCloudWatch logger (lambdalogs.go).
 func (s *Service) functionLogs(fn, group, stream string, events []ipc.LogEvent) {
 	for _, e := range events {
 		s.log.Debug("function log", "function", fn, "group", group, "stream", stream, "message", e.Message)
 	}
+	s.forwardFunctionLogs(fn, events)
 }
 
 // health is IPC I.

@@ -212,7 +212,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		}
 		s.subs = append(s.subs, sub)
 	}
-	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup); err != nil {
+	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup, deployment.WithPrepare(s.prepareGroup)); err != nil {
 		return err
 	}
 	s.mu.Lock()

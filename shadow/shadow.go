@@ -8,6 +8,7 @@ package shadow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
@@ -72,8 +74,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 			},
 			AllowResponses: true,
 		},
-		// It needs the group's things and their SyncShadow flags; it
-		// accepts every group.
+		// It needs the group's things and their SyncShadow flags.
 		ConsumesGroup: true,
 		New:           func() daemon.Service { return New(o) },
 	}
@@ -175,7 +176,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		sub.SetPendingLimits(MaxQueued, 64<<20)
 		s.subs = append(s.subs, sub)
 	}
-	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup); err != nil {
+	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup, deployment.WithPrepare(s.prepareGroup)); err != nil {
 		s.Stop(ctx)
 		return err
 	}
@@ -208,32 +209,82 @@ func (s *Service) Stop(ctx context.Context) error {
 	return err
 }
 
-// applyGroup takes the things of a new group; it accepts every group.
-// Shadows of things that left the group stay stored (a device that comes
-// back finds its shadow) but are not served until it does.
-func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, _ bool) error {
-	s.setGroup(g)
+// prepareGroup checks the things of a new group before the deployagent
+// commits it; the things in force stay until APPLY.
+func (s *Service) prepareGroup(_ context.Context, g *groupdef.Group, _ string) error {
+	_, err := s.thingsOf(g)
+	return err
+}
+
+// applyGroup takes the things of a new group; it refuses what
+// prepareGroup refuses, and takes a rollback whatever it holds. Shadows of
+// things that left the group stay stored (a device that comes back finds
+// its shadow) but are not served until it does.
+func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, rollback bool) error {
+	ts, err := s.thingsOf(g)
+	if err != nil && !rollback {
+		return err
+	}
+	if err != nil {
+		s.log.Error("the group rolled back to has things whose shadows cannot be told apart; serving them as one", "err", err)
+	}
+	s.things.Store(ts)
 	if s.sync != nil {
 		s.sync.resyncAll("deployment")
 	}
 	return nil
 }
 
+// setGroup puts the things of the group loaded at start in force: it was
+// accepted when it was deployed.
 func (s *Service) setGroup(g *groupdef.Group) {
+	ts, err := s.thingsOf(g)
+	if err != nil {
+		s.log.Error("the group in force has things whose shadows cannot be told apart; serving them as one", "err", err)
+	}
+	s.things.Store(ts)
+}
+
+// thingsOf is the set of things with shadows under g, and an error naming
+// every two things of g that have one thing name under different ARNs
+// (another account or region): a shadow is known by its thing name alone
+// ($aws/things/<name>/shadow), so both would read and write one shadow,
+// and a SyncShadow flag on one would sync the other's. The set is complete
+// even with the error.
+func (s *Service) thingsOf(g *groupdef.Group) (*thingSet, error) {
 	ts := &thingSet{all: map[string]bool{}, synced: map[string]bool{}}
 	if core := s.env.Config.CoreThingName(); core != "" {
 		ts.all[core] = true
 	}
-	if core := g.CoreThingName(); core != "" {
-		ts.all[core] = true
+	var errs []error
+	byName := map[string]string{} // thing name -> path of the first ARN
+	arnOf := map[string]string{}
+	add := func(path, thingARN string, sync bool) {
+		name, err := arn.ThingName(thingARN)
+		if err != nil {
+			return // groupdef validation reports it
+		}
+		if first, ok := byName[name]; ok && arnOf[name] != thingARN {
+			errs = append(errs, fmt.Errorf("%s.ThingArn: thing %q has the thing name of %s (%q); their shadows would be one", path, thingARN, first, arnOf[name]))
+		} else if !ok {
+			byName[name], arnOf[name] = path, thingARN
+		}
+		ts.all[name] = true
+		if sync {
+			ts.synced[name] = true
+		}
 	}
-	for _, d := range g.DeviceThingNames() {
-		ts.all[d] = true
+	if g != nil && g.Core != nil {
+		for i, c := range g.Core.Cores {
+			add(fmt.Sprintf("Core.Cores[%d]", i), c.ThingArn, c.SyncShadow)
+		}
 	}
-	for _, t := range g.SyncShadowThings() {
-		ts.synced[t] = true
+	if g != nil && g.Devices != nil {
+		for i, d := range g.Devices.Devices {
+			add(fmt.Sprintf("Devices[%d]", i), d.ThingArn, d.SyncShadow)
+		}
 	}
-	s.things.Store(ts)
+	return ts, errors.Join(errs...)
 }
 
 func (s *Service) known(thing string) bool  { return s.things.Load().all[thing] }

@@ -244,7 +244,10 @@ func (s *Service) GetConnectivity(context.Context, *ipdetectorv1.GetConnectivity
 }
 
 // applyGroup follows deployments: the ipdetector has nothing to refuse, it
-// serves whatever group is in force (nil after a reset).
+// serves whatever group is in force (nil after a reset). For the same
+// reason it has no PrepareFunc: the kit accepts PREPARE once the group
+// parses, which is all the ipdetector would check, and the group in force
+// is served until APPLY.
 func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, _ bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -124,6 +124,11 @@ func supervise(args []string, stderr io.Writer) int {
 		return 2
 	}
 	defer closeLog.Close()
+	// The group's GreengrassSystem logger as it stands at start; the
+	// daemons follow later deployments themselves.
+	if ls, err := daemon.LoggersInForce(r); err == nil {
+		log.Info("group loggers in force", "loggers", closeLog.ApplyGroup(ls))
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "ggd: %v\n", err)

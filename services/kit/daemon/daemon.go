@@ -108,6 +108,7 @@ type Running struct {
 	stopErr  error
 	trim     *time.Timer
 	lock     *layout.Lock
+	logs     *logForwarder
 }
 
 // TrimDelay is how long after ready a daemon gives start-up memory back
@@ -170,6 +171,12 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 	r := &Running{spec: spec, lock: lock, closeLg: closeLog, done: make(chan struct{}), serveErr: make(chan error, 2)}
 	env := &Env{Name: spec.Name, Root: root, Config: cfg, Endpoints: ep, Log: log, Logs: closeLog}
 	r.Env = env
+	// The group's loggers hold from the first record of the service.
+	if ls, err := LoggersInForce(root); err != nil {
+		log.Warn("the group's loggers are unreadable; config.json's evergreen.logging stays in force", "err", err)
+	} else if ls != nil {
+		log.Info("group loggers in force", "loggers", closeLog.ApplyGroup(ls))
+	}
 	fail := func(err error) (*Running, error) {
 		r.teardown(context.Background())
 		return nil, fmt.Errorf("%s: %w", spec.Name, err)
@@ -185,6 +192,11 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 		}
 		if env.Bus, err = busconn.Connect(url, root.BusCreds(spec.Name), spec.Name, log); err != nil {
 			return fail(err)
+		}
+		// Records for the group's AWSCloudWatch loggers go to the broker,
+		// which has the cloud connection; without a cloud none are kept.
+		if subject := LogsSubject(spec.Bus); subject != "" && cfg.CloudEnabled() {
+			r.logs = startLogForwarder(env.Bus, subject, closeLog)
 		}
 	}
 
@@ -290,6 +302,7 @@ func (r *Running) teardown(ctx context.Context) error {
 	for _, l := range r.lns {
 		l.Close()
 	}
+	r.logs.close()
 	if env.Bus != nil {
 		env.Bus.Drain()
 		deadline := time.Now().Add(time.Second)

@@ -49,6 +49,8 @@ func WithPrepare(p PrepareFunc) Option {
 // rollback set) and QUERY (which deployment the daemon runs: the one
 // current.json named when Serve was called, which is what the daemon loaded
 // with LoadCurrent just before, then the last one applied or rolled back to).
+// After each APPLY or ROLLBACK the daemon accepts, the group's loggers
+// apply to its own log (ApplyLoggers).
 // The daemon's bus role must subscribe to that subject and allow responses.
 // stop unsubscribes, cancels the context of an apply in progress and waits
 // for it to return; apply is not called after stop returns.
@@ -216,9 +218,15 @@ func (s *server) applyOne(phase deployv1.ApplyPhase, req *deployv1.ApplyGroup) (
 		}
 		return s.prepare(s.ctx, g, req.GetDeploymentId())
 	case deployv1.ApplyPhase_APPLY_PHASE_ROLLBACK:
-		return s.apply(s.ctx, g, true)
+		err = s.apply(s.ctx, g, true)
+	default:
+		err = s.apply(s.ctx, g, false)
 	}
-	return s.apply(s.ctx, g, false)
+	if err == nil {
+		// The daemon's own log follows the group it now runs.
+		ApplyLoggers(s.env, g)
+	}
+	return err
 }
 
 func oneLine(s string) string {

@@ -1,6 +1,8 @@
 // Package logging sets up a daemon's log/slog logger: text to stderr and the
 // same records to DIR/logs/system/<daemon>.log, rotated by size with a cap on
-// the number of files kept, so logs never grow without bound.
+// the number of files kept, so logs never grow without bound. A Control
+// changes a running logger: the group's loggers set its level and space
+// and ask for records to be forwarded to the cloud (forward.go).
 package logging
 
 import (
@@ -53,7 +55,7 @@ func New(daemon string, o Options) (*slog.Logger, *Control, error) {
 	if w == nil {
 		w = os.Stderr
 	}
-	c := &Control{level: new(slog.LevelVar), def: lvl}
+	c := &Control{name: daemon, level: new(slog.LevelVar), def: lvl}
 	c.level.Set(lvl)
 	if o.File != "" {
 		if c.file, err = OpenRotating(o.File, o.MaxFileBytes, o.MaxFiles); err != nil {
@@ -62,17 +64,20 @@ func New(daemon string, o Options) (*slog.Logger, *Control, error) {
 		c.defMax = c.file.max
 		w = io.MultiWriter(w, c.file)
 	}
-	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: c.level})
+	h := &handler{inner: slog.NewTextHandler(w, &slog.HandlerOptions{Level: c.level}), c: c}
 	return slog.New(h).With("daemon", daemon), c, nil
 }
 
 // Control changes a running logger made by New: the group's
 // GreengrassSystem logger sets its level and the space of its files.
 type Control struct {
+	name   string
 	level  *slog.LevelVar
 	def    slog.Level
 	file   *Rotating
 	defMax int64
+	// fwd holds what the group's AWSCloudWatch loggers ask (forward.go).
+	fwd forwarding
 }
 
 // Level is the level in force.
@@ -200,10 +205,12 @@ func (r *Rotating) Close() error {
 }
 
 // ParseGroupLevel maps a group logger's Level (DEBUG, INFO, WARN, ERROR,
-// FATAL) to a slog level; FATAL logs errors only, as slog has no fatal.
+// FATAL) to a slog level. slog has no fatal, and a daemon's fatal
+// conditions are logged as errors before it exits, so FATAL keeps errors
+// only, as ERROR does.
 func ParseGroupLevel(s string) (slog.Level, error) {
 	if s == "FATAL" {
-		return slog.LevelError + 4, nil
+		return slog.LevelError, nil
 	}
 	switch s {
 	case "DEBUG", "INFO", "WARN", "ERROR":

@@ -85,10 +85,12 @@ func TestControl(t *testing.T) {
 	}
 	fatal, _ := ParseGroupLevel("FATAL")
 	c.Set(fatal, 0)
-	log.Error("not fatal")
+	log.Warn("a warning under FATAL")
+	log.Error("an error under FATAL")
 	c.Reset()
 	log.Info("back")
-	if strings.Contains(stderr.String(), "not fatal") || !strings.Contains(stderr.String(), "back") || c.Level() != slog.LevelInfo {
+	if strings.Contains(stderr.String(), "a warning under FATAL") || !strings.Contains(stderr.String(), "an error under FATAL") ||
+		!strings.Contains(stderr.String(), "back") || c.Level() != slog.LevelInfo {
 		t.Errorf("FATAL then Reset: level %v", c.Level())
 	}
 	if _, err := ParseGroupLevel("info"); err == nil {
