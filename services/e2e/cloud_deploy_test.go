@@ -62,19 +62,7 @@ func TestCloudDeploymentEndToEnd(t *testing.T) {
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600)
 
 	root := suitetest.ShortRoot(t)
-	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
-		cfg["coreThing"] = map[string]any{
-			"thingArn": acct + "thing/test-core", "iotHost": "127.0.0.1", "iotMqttPort": cloud.port, "keepAlive": 30,
-		}
-		cfg["mqttMaxConnectionRetryInterval"] = 1
-		cfg["crypto"] = map[string]any{
-			"caPath": "file://" + filepath.Join(cloud.dir, "ca.pem"),
-			"principals": map[string]any{"IoTCertificate": map[string]any{
-				"certificatePath": "file://" + filepath.Join(cloud.dir, "core.pem"),
-				"privateKeyPath":  "file://" + filepath.Join(cloud.dir, "core.key"),
-			}},
-		}
-	})
+	cloud.writeConfig(root)
 	s := suitetest.LaunchWith(t, root, suitetest.LaunchOptions{Env: []string{"SSL_CERT_FILE=" + caFile}})
 	if err := s.WaitHealthy(20 * time.Second); err != nil {
 		t.Fatal(err)

@@ -374,6 +374,25 @@ func newAWSCloud(t *testing.T) *awsCloud {
 	return c
 }
 
+// writeConfig writes root's config.json with c as the cloud: its CA, the
+// core certificate it issued, reconnects within a second.
+func (c *awsCloud) writeConfig(root layout.Root) {
+	c.t.Helper()
+	suitetest.WriteConfig(c.t, root, func(cfg map[string]any) {
+		cfg["coreThing"] = map[string]any{
+			"thingArn": acct + "thing/test-core", "iotHost": "127.0.0.1", "iotMqttPort": c.port, "keepAlive": 30,
+		}
+		cfg["mqttMaxConnectionRetryInterval"] = 1
+		cfg["crypto"] = map[string]any{
+			"caPath": "file://" + filepath.Join(c.dir, "ca.pem"),
+			"principals": map[string]any{"IoTCertificate": map[string]any{
+				"certificatePath": "file://" + filepath.Join(c.dir, "core.pem"),
+				"privateKeyPath":  "file://" + filepath.Join(c.dir, "core.key"),
+			}},
+		}
+	})
+}
+
 func (c *awsCloud) start() {
 	c.t.Helper()
 	c.cmd = exec.Command("mosquitto", "-c", c.conf)
@@ -529,19 +548,7 @@ func TestShadowCloudSync(t *testing.T) {
 	cloud := newAWSCloud(t)
 	cloud.start()
 	root := suitetest.ShortRoot(t)
-	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
-		cfg["coreThing"] = map[string]any{
-			"thingArn": acct + "thing/test-core", "iotHost": "127.0.0.1", "iotMqttPort": cloud.port, "keepAlive": 30,
-		}
-		cfg["mqttMaxConnectionRetryInterval"] = 1
-		cfg["crypto"] = map[string]any{
-			"caPath": "file://" + filepath.Join(cloud.dir, "ca.pem"),
-			"principals": map[string]any{"IoTCertificate": map[string]any{
-				"certificatePath": "file://" + filepath.Join(cloud.dir, "core.pem"),
-				"privateKeyPath":  "file://" + filepath.Join(cloud.dir, "core.key"),
-			}},
-		}
-	})
+	cloud.writeConfig(root)
 	suitetest.Start(t, root)
 	lamp := createDevice(t, root, "lamp")
 	deployGroup(t, root, []devCreds{lamp}, []string{"lamp"})
