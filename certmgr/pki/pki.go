@@ -18,6 +18,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/pemkey"
 	"math/big"
 	"net"
 	"os"
@@ -200,39 +201,7 @@ func ParseCerts(data []byte) ([]*x509.Certificate, error) {
 }
 
 // ParseKey reads a PEM private key: PKCS #8, PKCS #1 (RSA) or SEC 1 (EC).
-func ParseKey(data []byte) (crypto.Signer, error) {
-	rest := data
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, errors.New("no PEM private key block")
-		}
-		var k any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(b.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("the private key is encrypted; certmgr needs it unencrypted")
-		default:
-			// EC keys often come after an "EC PARAMETERS" block.
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Type, err)
-		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s: %T cannot sign", b.Type, k)
-		}
-		return s, nil
-	}
-}
+func ParseKey(data []byte) (crypto.Signer, error) { return pemkey.Parse(data) }
 
 // ReadPair loads a certificate (the first of the file) and its key, and
 // checks that they belong together.

@@ -6,8 +6,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
+	"github.com/evergreen-edge/evergreen/services/kit/pemkey"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,40 +117,17 @@ func (k *keySource) Key() (crypto.Signer, error) {
 	return key, nil
 }
 
-// parseKey reads a PEM private key: PKCS #8, PKCS #1 (RSA) or SEC 1 (EC).
+// parseKey reads a PEM private key (pemkey) that can seal: RSA or ECDSA.
 func parseKey(data []byte) (crypto.Signer, error) {
-	rest := data
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, errors.New("no PEM private key block")
-		}
-		var k any
-		var err error
-		switch b.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(b.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(b.Bytes)
-		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(b.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("the private key is encrypted; the secrets daemon needs it unencrypted")
-		default:
-			continue // "EC PARAMETERS" and the like
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", b.Type, err)
-		}
-		switch k := k.(type) {
-		case *rsa.PrivateKey:
-			return k, nil
-		case *ecdsa.PrivateKey:
-			return k, nil
-		}
-		return nil, fmt.Errorf("a %T key is not supported (RSA or ECDSA P-256/P-384)", k)
+	k, err := pemkey.Parse(data)
+	if err != nil {
+		return nil, err
 	}
+	switch k.(type) {
+	case *rsa.PrivateKey, *ecdsa.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("a %T key is not supported (RSA or ECDSA P-256/P-384)", k)
 }
 
 // keyInfo describes the sealing key for ListSecrets.

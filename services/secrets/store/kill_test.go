@@ -90,14 +90,16 @@ func TestKillDuringWritesKeepsEveryAcknowledgedPut(t *testing.T) {
 		if len(rep.Damaged) != 0 {
 			t.Fatalf("round %d: damaged after kill -9: %v", round, rep.Damaged)
 		}
-		// The last acknowledged put is there (a later one may be too).
+		// The last acknowledged put is there, or a later one to the same
+		// name (the writer runs on until the kill lands: on a loaded
+		// machine that can be several puts).
 		name := fmt.Sprintf("s%d", last%5)
 		_, got, err := s.Value(name, store.Current)
 		if err != nil {
 			t.Fatal(err)
 		}
 		i, _ := strconv.Atoi(strings.SplitN(string(got), "-", 3)[1])
-		if i < last || i > last+5 {
+		if i < last || (i-last)%5 != 0 {
 			t.Fatalf("round %d: %s holds put %d, the last acknowledged was %d", round, name, i, last)
 		}
 	}
