@@ -11,6 +11,8 @@ package deployagent
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
@@ -64,7 +66,17 @@ type service struct {
 	cloud     *cloudDeploys
 }
 
+// memoryLimit is the deployagent's soft heap limit (unless GOMEMLIMIT
+// says otherwise): a group at v1's limits is a few MB of JSON but tens of
+// MB once decoded, and with the default GC pacing the heap would grow to
+// twice that before a collection. Past the limit the GC runs more often;
+// it never fails an allocation.
+const memoryLimit = 64 << 20
+
 func (s *service) Start(ctx context.Context, env *daemon.Env) error {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	c := Config{Root: env.Root, Bus: env.Bus, Log: env.Log, Consumers: s.consumers, CoreConfig: env.Config}
 	for _, o := range s.opts {
 		o(&c)

@@ -49,6 +49,17 @@ const maxDepth = 64
 var errTooDeep = fmt.Errorf("JSON nests deeper than %d levels", maxDepth)
 
 func readTree(data []byte) (*node, error) {
+	if json.Valid(data) {
+		if n := fastTree(data); n != nil {
+			return n, nil
+		}
+	}
+	return slowTree(data)
+}
+
+// slowTree reads the tree through json.Decoder, which words every syntax
+// error with its position.
+func slowTree(data []byte) (*node, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	n, err := readNode(dec, 0)
