@@ -7,7 +7,7 @@ BUILDINFO := github.com/evergreen-edge/evergreen/services/kit/buildinfo
 LDFLAGS := -s -w -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT)
 export CGO_ENABLED := 0
 TOOLS := $(CURDIR)/.tools/bin
-MODULES := proto services/kit services certmgr deployagent broker shadow runtime tools
+MODULES := proto services/kit services certmgr deployagent broker shadow streammgr runtime tools
 # Pinned tool versions (from the Go module proxy; no protoc download).
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12

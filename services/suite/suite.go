@@ -13,6 +13,7 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/secrets"
 	"github.com/evergreen-edge/evergreen/shadow"
+	"github.com/evergreen-edge/evergreen/streammgr"
 )
 
 // Specs returns every daemon in start order, the bus first.
@@ -24,6 +25,9 @@ func Specs() []daemon.Spec {
 		shadow.Spec(),
 		// Before the runtime, which asks it for its functions' secrets.
 		secrets.Spec(),
+		// Before the runtime, so that functions find it listening; it asks
+		// the runtime about a client's token only when the client connects.
+		streammgr.Spec(),
 		runtime.Spec(),
 	}
 	var consumers []string

@@ -147,6 +147,7 @@ type Evergreen struct {
 	Certmgr    Certmgr          `json:"certmgr"`
 	IPDetector IPDetector       `json:"ipdetector"`
 	Shadow     Shadow           `json:"shadow"`
+	Streams    Streams          `json:"streams"`
 	Runtime    EvergreenRuntime `json:"runtime"`
 	// Connectivity are manual connectivity entries, offered to devices in
 	// discovery before the detected addresses (v1's UpdateConnectivityInfo).
@@ -192,6 +193,14 @@ type Shadow struct {
 	// MaxStateBytes limits a shadow's desired and reported state (metadata
 	// excluded): default 8192 (AWS IoT's), 1024..30720.
 	MaxStateBytes int `json:"maxStateBytes"`
+}
+
+// Streams configures the stream manager.
+type Streams struct {
+	// AuthenticateClient is v1's STREAM_MANAGER_AUTHENTICATE_CLIENT: only
+	// clients whose Connect carries a token the runtime issued to a running
+	// function are served (default true); false serves any local process.
+	AuthenticateClient bool `json:"authenticateClient"`
 }
 
 // ConnectivityEntry is one way for devices to reach the core's MQTT server,
@@ -321,6 +330,7 @@ func Default() *Config {
 			},
 			IPDetector: IPDetector{AutoDetect: true},
 			Shadow:     Shadow{MaxStateBytes: 8192},
+			Streams:    Streams{AuthenticateClient: true},
 			Runtime:    EvergreenRuntime{ContainerdAddress: "/run/containerd/containerd.sock"},
 			Logging: Logging{
 				Level:        "info",

@@ -585,6 +585,9 @@ func evergreenFields(eg *Evergreen) []field {
 		{"shadow", &object{fields: func() []field {
 			return []field{{"maxStateBytes", intRange(&eg.Shadow.MaxStateBytes, 1024, 30720)}}
 		}}},
+		{"streams", &object{fields: func() []field {
+			return []field{{"authenticateClient", &boolean{&eg.Streams.AuthenticateClient}}}
+		}}},
 		{"connectivity", &objectList[ConnectivityEntry]{
 			p:      &eg.Connectivity,
 			fields: connectivityFields,

@@ -606,6 +606,95 @@ func (x *RestartFunctionResponse) GetStoppedWorkers() uint32 {
 	return 0
 }
 
+type CheckTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTokenRequest) Reset() {
+	*x = CheckTokenRequest{}
+	mi := &file_evergreen_runtime_v1_runtime_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTokenRequest) ProtoMessage() {}
+
+func (x *CheckTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_runtime_v1_runtime_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTokenRequest.ProtoReflect.Descriptor instead.
+func (*CheckTokenRequest) Descriptor() ([]byte, []int) {
+	return file_evergreen_runtime_v1_runtime_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CheckTokenRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+type CheckTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The qualified ARN of the function whose worker holds the token.
+	FunctionArn   string `protobuf:"bytes,1,opt,name=function_arn,json=functionArn,proto3" json:"function_arn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckTokenResponse) Reset() {
+	*x = CheckTokenResponse{}
+	mi := &file_evergreen_runtime_v1_runtime_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckTokenResponse) ProtoMessage() {}
+
+func (x *CheckTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_runtime_v1_runtime_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckTokenResponse.ProtoReflect.Descriptor instead.
+func (*CheckTokenResponse) Descriptor() ([]byte, []int) {
+	return file_evergreen_runtime_v1_runtime_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CheckTokenResponse) GetFunctionArn() string {
+	if x != nil {
+		return x.FunctionArn
+	}
+	return ""
+}
+
 var File_evergreen_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_evergreen_runtime_v1_runtime_proto_rawDesc = "" +
@@ -649,12 +738,18 @@ const file_evergreen_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x16RestartFunctionRequest\x12\x1a\n" +
 	"\bfunction\x18\x01 \x01(\tR\bfunction\"B\n" +
 	"\x17RestartFunctionResponse\x12'\n" +
-	"\x0fstopped_workers\x18\x01 \x01(\rR\x0estoppedWorkers2\x9c\x03\n" +
+	"\x0fstopped_workers\x18\x01 \x01(\rR\x0estoppedWorkers\")\n" +
+	"\x11CheckTokenRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"7\n" +
+	"\x12CheckTokenResponse\x12!\n" +
+	"\ffunction_arn\x18\x01 \x01(\tR\vfunctionArn2\xfd\x03\n" +
 	"\aRuntime\x12h\n" +
 	"\rListFunctions\x12*.evergreen.runtime.v1.ListFunctionsRequest\x1a+.evergreen.runtime.v1.ListFunctionsResponse\x12b\n" +
 	"\vListWorkers\x12(.evergreen.runtime.v1.ListWorkersRequest\x1a).evergreen.runtime.v1.ListWorkersResponse\x12S\n" +
 	"\x06Invoke\x12#.evergreen.runtime.v1.InvokeRequest\x1a$.evergreen.runtime.v1.InvokeResponse\x12n\n" +
-	"\x0fRestartFunction\x12,.evergreen.runtime.v1.RestartFunctionRequest\x1a-.evergreen.runtime.v1.RestartFunctionResponseBJZHgithub.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1;runtimev1b\x06proto3"
+	"\x0fRestartFunction\x12,.evergreen.runtime.v1.RestartFunctionRequest\x1a-.evergreen.runtime.v1.RestartFunctionResponse\x12_\n" +
+	"\n" +
+	"CheckToken\x12'.evergreen.runtime.v1.CheckTokenRequest\x1a(.evergreen.runtime.v1.CheckTokenResponseBJZHgithub.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1;runtimev1b\x06proto3"
 
 var (
 	file_evergreen_runtime_v1_runtime_proto_rawDescOnce sync.Once
@@ -668,7 +763,7 @@ func file_evergreen_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 	return file_evergreen_runtime_v1_runtime_proto_rawDescData
 }
 
-var file_evergreen_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_evergreen_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_evergreen_runtime_v1_runtime_proto_goTypes = []any{
 	(*ListFunctionsRequest)(nil),    // 0: evergreen.runtime.v1.ListFunctionsRequest
 	(*Function)(nil),                // 1: evergreen.runtime.v1.Function
@@ -680,23 +775,27 @@ var file_evergreen_runtime_v1_runtime_proto_goTypes = []any{
 	(*InvokeResponse)(nil),          // 7: evergreen.runtime.v1.InvokeResponse
 	(*RestartFunctionRequest)(nil),  // 8: evergreen.runtime.v1.RestartFunctionRequest
 	(*RestartFunctionResponse)(nil), // 9: evergreen.runtime.v1.RestartFunctionResponse
+	(*CheckTokenRequest)(nil),       // 10: evergreen.runtime.v1.CheckTokenRequest
+	(*CheckTokenResponse)(nil),      // 11: evergreen.runtime.v1.CheckTokenResponse
 }
 var file_evergreen_runtime_v1_runtime_proto_depIdxs = []int32{
-	1, // 0: evergreen.runtime.v1.ListFunctionsResponse.functions:type_name -> evergreen.runtime.v1.Function
-	4, // 1: evergreen.runtime.v1.ListWorkersResponse.workers:type_name -> evergreen.runtime.v1.Worker
-	0, // 2: evergreen.runtime.v1.Runtime.ListFunctions:input_type -> evergreen.runtime.v1.ListFunctionsRequest
-	3, // 3: evergreen.runtime.v1.Runtime.ListWorkers:input_type -> evergreen.runtime.v1.ListWorkersRequest
-	6, // 4: evergreen.runtime.v1.Runtime.Invoke:input_type -> evergreen.runtime.v1.InvokeRequest
-	8, // 5: evergreen.runtime.v1.Runtime.RestartFunction:input_type -> evergreen.runtime.v1.RestartFunctionRequest
-	2, // 6: evergreen.runtime.v1.Runtime.ListFunctions:output_type -> evergreen.runtime.v1.ListFunctionsResponse
-	5, // 7: evergreen.runtime.v1.Runtime.ListWorkers:output_type -> evergreen.runtime.v1.ListWorkersResponse
-	7, // 8: evergreen.runtime.v1.Runtime.Invoke:output_type -> evergreen.runtime.v1.InvokeResponse
-	9, // 9: evergreen.runtime.v1.Runtime.RestartFunction:output_type -> evergreen.runtime.v1.RestartFunctionResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1,  // 0: evergreen.runtime.v1.ListFunctionsResponse.functions:type_name -> evergreen.runtime.v1.Function
+	4,  // 1: evergreen.runtime.v1.ListWorkersResponse.workers:type_name -> evergreen.runtime.v1.Worker
+	0,  // 2: evergreen.runtime.v1.Runtime.ListFunctions:input_type -> evergreen.runtime.v1.ListFunctionsRequest
+	3,  // 3: evergreen.runtime.v1.Runtime.ListWorkers:input_type -> evergreen.runtime.v1.ListWorkersRequest
+	6,  // 4: evergreen.runtime.v1.Runtime.Invoke:input_type -> evergreen.runtime.v1.InvokeRequest
+	8,  // 5: evergreen.runtime.v1.Runtime.RestartFunction:input_type -> evergreen.runtime.v1.RestartFunctionRequest
+	10, // 6: evergreen.runtime.v1.Runtime.CheckToken:input_type -> evergreen.runtime.v1.CheckTokenRequest
+	2,  // 7: evergreen.runtime.v1.Runtime.ListFunctions:output_type -> evergreen.runtime.v1.ListFunctionsResponse
+	5,  // 8: evergreen.runtime.v1.Runtime.ListWorkers:output_type -> evergreen.runtime.v1.ListWorkersResponse
+	7,  // 9: evergreen.runtime.v1.Runtime.Invoke:output_type -> evergreen.runtime.v1.InvokeResponse
+	9,  // 10: evergreen.runtime.v1.Runtime.RestartFunction:output_type -> evergreen.runtime.v1.RestartFunctionResponse
+	11, // 11: evergreen.runtime.v1.Runtime.CheckToken:output_type -> evergreen.runtime.v1.CheckTokenResponse
+	7,  // [7:12] is the sub-list for method output_type
+	2,  // [2:7] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_evergreen_runtime_v1_runtime_proto_init() }
@@ -710,7 +809,7 @@ func file_evergreen_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_evergreen_runtime_v1_runtime_proto_rawDesc), len(file_evergreen_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

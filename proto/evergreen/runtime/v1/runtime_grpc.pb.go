@@ -23,6 +23,7 @@ const (
 	Runtime_ListWorkers_FullMethodName     = "/evergreen.runtime.v1.Runtime/ListWorkers"
 	Runtime_Invoke_FullMethodName          = "/evergreen.runtime.v1.Runtime/Invoke"
 	Runtime_RestartFunction_FullMethodName = "/evergreen.runtime.v1.Runtime/RestartFunction"
+	Runtime_CheckToken_FullMethodName      = "/evergreen.runtime.v1.Runtime/CheckToken"
 )
 
 // RuntimeClient is the client API for Runtime service.
@@ -43,6 +44,11 @@ type RuntimeClient interface {
 	// RestartFunction stops the function's workers; a pinned function's
 	// worker starts again at once, on-demand ones when work comes.
 	RestartFunction(ctx context.Context, in *RestartFunctionRequest, opts ...grpc.CallOption) (*RestartFunctionResponse, error)
+	// CheckToken resolves a token the runtime issued to a running worker
+	// (AWS_CONTAINER_AUTHORIZATION_TOKEN) to its function. NOT_FOUND when
+	// the token is unknown or its worker is stopping; INVALID_ARGUMENT when
+	// empty. The stream manager uses it to authenticate its clients.
+	CheckToken(ctx context.Context, in *CheckTokenRequest, opts ...grpc.CallOption) (*CheckTokenResponse, error)
 }
 
 type runtimeClient struct {
@@ -93,6 +99,16 @@ func (c *runtimeClient) RestartFunction(ctx context.Context, in *RestartFunction
 	return out, nil
 }
 
+func (c *runtimeClient) CheckToken(ctx context.Context, in *CheckTokenRequest, opts ...grpc.CallOption) (*CheckTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckTokenResponse)
+	err := c.cc.Invoke(ctx, Runtime_CheckToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RuntimeServer is the server API for Runtime service.
 // All implementations must embed UnimplementedRuntimeServer
 // for forward compatibility.
@@ -111,6 +127,11 @@ type RuntimeServer interface {
 	// RestartFunction stops the function's workers; a pinned function's
 	// worker starts again at once, on-demand ones when work comes.
 	RestartFunction(context.Context, *RestartFunctionRequest) (*RestartFunctionResponse, error)
+	// CheckToken resolves a token the runtime issued to a running worker
+	// (AWS_CONTAINER_AUTHORIZATION_TOKEN) to its function. NOT_FOUND when
+	// the token is unknown or its worker is stopping; INVALID_ARGUMENT when
+	// empty. The stream manager uses it to authenticate its clients.
+	CheckToken(context.Context, *CheckTokenRequest) (*CheckTokenResponse, error)
 	mustEmbedUnimplementedRuntimeServer()
 }
 
@@ -132,6 +153,9 @@ func (UnimplementedRuntimeServer) Invoke(context.Context, *InvokeRequest) (*Invo
 }
 func (UnimplementedRuntimeServer) RestartFunction(context.Context, *RestartFunctionRequest) (*RestartFunctionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestartFunction not implemented")
+}
+func (UnimplementedRuntimeServer) CheckToken(context.Context, *CheckTokenRequest) (*CheckTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckToken not implemented")
 }
 func (UnimplementedRuntimeServer) mustEmbedUnimplementedRuntimeServer() {}
 func (UnimplementedRuntimeServer) testEmbeddedByValue()                 {}
@@ -226,6 +250,24 @@ func _Runtime_RestartFunction_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Runtime_CheckToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RuntimeServer).CheckToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Runtime_CheckToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RuntimeServer).CheckToken(ctx, req.(*CheckTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Runtime_ServiceDesc is the grpc.ServiceDesc for Runtime service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -248,6 +290,10 @@ var Runtime_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestartFunction",
 			Handler:    _Runtime_RestartFunction_Handler,
+		},
+		{
+			MethodName: "CheckToken",
+			Handler:    _Runtime_CheckToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

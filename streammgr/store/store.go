@@ -1,0 +1,854 @@
+// Package store is the stream manager's message store: per stream, a
+// directory of append-only segment files named by their first sequence
+// number, records with a CRC each, a definition file and a sequence-number
+// floor kept apart from the data. See README.md for the format.
+package store
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
+)
+
+const (
+	metaFile = "stream.json"
+	seqFile  = "seq"
+	// seqReserve is how many sequence numbers one write of the seq file
+	// covers: after a crash a stream continues at most this far ahead.
+	seqReserve = 1 << 16
+	// syncDelay bounds how long an append to a stream without flushOnWrite
+	// stays in the page cache only.
+	syncDelay = time.Second
+	// sweepEvery is how often streams with a time to live are trimmed.
+	sweepEvery = 30 * time.Second
+	// DefaultMaxReadBytes bounds the payload bytes of one read beyond its
+	// minimum message count.
+	DefaultMaxReadBytes = 16 << 20
+)
+
+// Options configure Open.
+type Options struct {
+	Dir    string
+	Logger *slog.Logger
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+	// MaxReadBytes bounds one read (DefaultMaxReadBytes when 0).
+	MaxReadBytes int64
+}
+
+// Store holds every stream. Lock order: Store.mu, then stream.syncMu,
+// then stream.mu.
+type Store struct {
+	dir  string
+	log  *slog.Logger
+	now  func() time.Time
+	maxR int64
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	closed  bool
+	sweeper *time.Timer
+}
+
+// Info describes a stream.
+type Info struct {
+	Definition Definition
+	// Oldest and Newest are the stored range; with nothing stored Oldest
+	// is the next sequence number and Newest Oldest-1 (v1 reports 0, 0
+	// for a fresh stream; Describe does the same).
+	Oldest, Newest int64
+	Count          int64
+	TotalBytes     int64
+	Damage         []string
+}
+
+type stream struct {
+	st  *Store
+	dir string
+
+	syncMu sync.Mutex // serialises fsyncs (group commit)
+	synced int64      // bytes written that are known synced
+
+	mu       sync.Mutex
+	def      Definition
+	segs     []*segment // oldest first
+	next     int64      // next sequence number
+	reserved int64      // every sequence number handed out is below it; persisted
+	total    int64
+	written  int64 // bytes ever written (group commit positions)
+	retired  []*os.File
+	notify   chan struct{}
+	damage   []string
+	deleted  bool
+	timer    *time.Timer
+	// syncPending: a background fsync is scheduled.
+	syncPending bool
+}
+
+// Open loads every stream under o.Dir. Damage (torn tails, bad records,
+// unreadable files) never fails it: it is logged and reported by Describe.
+func Open(o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxReadBytes <= 0 {
+		o.MaxReadBytes = DefaultMaxReadBytes
+	}
+	s := &Store{dir: o.Dir, log: o.Logger, now: o.Now, maxR: o.MaxReadBytes, streams: map[string]*stream{}}
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		p := filepath.Join(o.Dir, e.Name())
+		if strings.HasPrefix(e.Name(), ".trash-") {
+			os.RemoveAll(p) // a delete interrupted by a crash
+			continue
+		}
+		if !e.IsDir() {
+			continue
+		}
+		st, err := s.load(p)
+		if err != nil {
+			s.log.Error("stream directory unreadable; skipped", "dir", p, "err", err)
+			continue
+		}
+		if other, dup := s.streams[st.def.Name]; dup {
+			s.log.Error("two directories hold one stream; the second is skipped", "stream", st.def.Name, "kept", other.dir, "skipped", p)
+			continue
+		}
+		s.streams[st.def.Name] = st
+	}
+	s.mu.Lock()
+	s.armSweeperLocked()
+	s.mu.Unlock()
+	return s, nil
+}
+
+// dirName keeps any valid stream name (dots, spaces, ".log" and all) out
+// of the file system's way.
+func dirName(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return "s-" + hex.EncodeToString(h[:12])
+}
+
+func (s *Store) load(dir string) (*stream, error) {
+	b, err := os.ReadFile(filepath.Join(dir, metaFile))
+	if err != nil {
+		return nil, err
+	}
+	st := &stream{st: s, dir: dir, notify: make(chan struct{})}
+	if err := json.Unmarshal(b, &st.def); err != nil {
+		return nil, fmt.Errorf("%s: %w", metaFile, err)
+	}
+	if err := st.def.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", metaFile, err)
+	}
+	floor, err := readSeq(filepath.Join(dir, seqFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		st.report(fmt.Sprintf("sequence number file unreadable (%v); continuing after the newest stored message", err))
+	}
+	firsts, stray, err := listSegments(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range stray {
+		st.report(fmt.Sprintf("unexpected file %s ignored", filepath.Base(p)))
+	}
+	slices.Sort(firsts)
+	if st.def.Persistence == Memory {
+		// A restart empties a Memory stream; files left by a File stream
+		// updated to Memory cannot exist (persistence never changes).
+		firsts = nil
+	}
+	for i, first := range firsts {
+		p := filepath.Join(dir, segmentName(first))
+		g, size, err := scanSegment(p, first, st.def.SegmentSize+st.def.MaxSize)
+		if g == nil {
+			st.report(fmt.Sprintf("segment %s unreadable: %v", filepath.Base(p), err))
+			continue
+		}
+		if n := len(st.segs); n > 0 && g.count > 0 && g.first <= st.segs[n-1].last() {
+			st.report(fmt.Sprintf("segment %s overlaps the one before it; ignored", filepath.Base(p)))
+			continue
+		}
+		if err != nil {
+			lost := size - g.size
+			if i == len(firsts)-1 {
+				// The newest segment: a torn tail of a crash. Cut it so
+				// that appends continue after the last good record.
+				s.log.Warn("stream: torn or damaged tail cut", "stream", st.def.Name, "segment", filepath.Base(p), "bytes", lost, "err", err)
+				if terr := os.Truncate(p, g.size); terr != nil {
+					st.report(fmt.Sprintf("segment %s: cannot cut the damaged tail: %v", filepath.Base(p), terr))
+				}
+				st.damage = append(st.damage, fmt.Sprintf("segment %s: %v; %d bytes after it dropped", filepath.Base(p), err, lost))
+			} else {
+				st.report(fmt.Sprintf("segment %s: %v; %d bytes after it unreadable (messages %d.. of it lost)", filepath.Base(p), err, lost, g.first+g.count))
+			}
+		}
+		if g.count == 0 && i < len(firsts)-1 {
+			os.Remove(p)
+			continue
+		}
+		st.segs = append(st.segs, g)
+		st.total += g.size
+	}
+	st.next = floor
+	if n := len(st.segs); n > 0 {
+		st.next = max(st.next, st.segs[n-1].first+st.segs[n-1].count)
+	}
+	st.reserved = st.next
+	if st.def.Persistence == File {
+		if n := len(st.segs); n > 0 {
+			a := st.segs[n-1]
+			if a.f, err = os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
+				st.report(fmt.Sprintf("segment %s cannot be opened for appending: %v", filepath.Base(a.path), err))
+			}
+		}
+	}
+	st.mu.Lock()
+	st.expireLocked(s.now())
+	st.mu.Unlock()
+	return st, nil
+}
+
+func (st *stream) report(msg string) {
+	st.st.log.Error("stream store damage", "stream", st.def.Name, "what", msg)
+	if len(st.damage) < 100 {
+		st.damage = append(st.damage, msg)
+	}
+}
+
+// The seq file: 8-byte floor and its CRC-32C.
+func readSeq(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) != 12 || crc32.Checksum(b[:8], castagnoli) != binary.LittleEndian.Uint32(b[8:]) {
+		return 0, errors.New("checksum mismatch")
+	}
+	return int64(binary.LittleEndian.Uint64(b)), nil
+}
+
+func writeSeq(path string, v int64) error {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(v))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return atomicfile.WriteFile(path, b, 0o640)
+}
+
+// Create creates a stream.
+func (s *Store) Create(d Definition) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if _, ok := s.streams[d.Name]; ok {
+		return ErrExists
+	}
+	dir := filepath.Join(s.dir, dirName(d.Name))
+	os.RemoveAll(dir) // leftovers of a create cut short
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(d)
+	if err := atomicfile.WriteFile(filepath.Join(dir, metaFile), b, 0o640); err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	if err := syncDir(s.dir); err != nil {
+		return err
+	}
+	s.streams[d.Name] = &stream{st: s, dir: dir, def: d, notify: make(chan struct{})}
+	s.armSweeperLocked()
+	return nil
+}
+
+// Update replaces a stream's definition within v1's rules.
+func (s *Store) Update(d Definition) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	st, err := s.get(d.Name)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	if st.deleted {
+		st.mu.Unlock()
+		return ErrNotFound
+	}
+	if err := checkUpdate(st.def, d, st.total); err != nil {
+		st.mu.Unlock()
+		return err
+	}
+	b, _ := json.Marshal(d)
+	if err := atomicfile.WriteFile(filepath.Join(st.dir, metaFile), b, 0o640); err != nil {
+		st.mu.Unlock()
+		return err
+	}
+	st.def = d
+	st.expireLocked(s.now())
+	st.mu.Unlock()
+	s.mu.Lock()
+	s.armSweeperLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete removes a stream and its data.
+func (s *Store) Delete(name string) error {
+	s.mu.Lock()
+	st, ok := s.streams[name]
+	if !ok {
+		s.mu.Unlock()
+		return ErrNotFound
+	}
+	delete(s.streams, name)
+	s.mu.Unlock()
+	st.syncMu.Lock()
+	st.mu.Lock()
+	st.deleted = true
+	st.closeFilesLocked()
+	close(st.notify)
+	st.mu.Unlock()
+	st.syncMu.Unlock()
+	trash := filepath.Join(s.dir, ".trash-"+filepath.Base(st.dir))
+	if err := os.Rename(st.dir, trash); err != nil {
+		return err
+	}
+	syncDir(s.dir)
+	return os.RemoveAll(trash)
+}
+
+func (st *stream) closeFilesLocked() {
+	if st.timer != nil {
+		st.timer.Stop()
+	}
+	for _, g := range st.segs {
+		if g.f != nil {
+			g.f.Close()
+			g.f = nil
+		}
+	}
+	for _, f := range st.retired {
+		f.Close()
+	}
+	st.retired = nil
+}
+
+// List returns the stream names, sorted.
+func (s *Store) List() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.streams))
+	for n := range s.streams {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *Store) get(name string) (*stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	st, ok := s.streams[name]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return st, nil
+}
+
+// Describe returns a stream's definition and storage status.
+func (s *Store) Describe(name string) (Info, error) {
+	st, err := s.get(name)
+	if err != nil {
+		return Info{}, err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.deleted {
+		return Info{}, ErrNotFound
+	}
+	st.expireLocked(s.now())
+	in := Info{Definition: st.def, Oldest: st.oldestLocked(), Newest: st.next - 1, TotalBytes: st.total,
+		Damage: slices.Clone(st.damage)}
+	for _, g := range st.segs {
+		in.Count += g.count
+	}
+	return in, nil
+}
+
+func (st *stream) oldestLocked() int64 {
+	for _, g := range st.segs {
+		if g.count > 0 {
+			return g.first
+		}
+	}
+	return st.next
+}
+
+// Append stores payload and returns its sequence number. With flushOnWrite
+// it returns once the record is on disk; appends that arrive together
+// share one fsync (group commit).
+func (s *Store) Append(name string, payload []byte) (int64, error) {
+	seq, commit, err := s.AppendNoWait(name, payload)
+	if err != nil || commit == nil {
+		return seq, err
+	}
+	return seq, commit()
+}
+
+// AppendNoWait stores payload in order and returns its sequence number at
+// once; for a flushOnWrite stream commit (non-nil) waits until the record
+// is on disk, and the append must not be acknowledged before it returns.
+// Callers append in request order and wait for commits concurrently.
+func (s *Store) AppendNoWait(name string, payload []byte) (seq int64, commit func() error, err error) {
+	st, err := s.get(name)
+	if err != nil {
+		return 0, nil, err
+	}
+	seq, pos, flush, err := st.append(payload, s.now())
+	if err != nil || !flush {
+		return seq, nil, err
+	}
+	return seq, func() error { return st.sync(pos) }, nil
+}
+
+func (st *stream) append(payload []byte, now time.Time) (seq, pos int64, flush bool, err error) {
+	if len(payload) == 0 {
+		return 0, 0, false, fmt.Errorf("payload: is empty: %w", errInvalid)
+	}
+	rec := recordSize(len(payload))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.deleted {
+		return 0, 0, false, ErrNotFound
+	}
+	d := st.def
+	if rec > d.MaxSize {
+		return 0, 0, false, fmt.Errorf("payload: %d bytes do not fit in maxSize %d: %w", len(payload), d.MaxSize, errInvalid)
+	}
+	st.expireLocked(now)
+	for st.total+rec > d.MaxSize {
+		if d.Strategy == RejectNewData || len(st.segs) == 0 {
+			return 0, 0, false, ErrFull
+		}
+		st.dropOldestLocked()
+	}
+	if st.next >= st.reserved {
+		if err := writeSeq(filepath.Join(st.dir, seqFile), st.next+seqReserve); err != nil {
+			return 0, 0, false, fmt.Errorf("sequence number file: %w", err)
+		}
+		st.reserved = st.next + seqReserve
+	}
+	g, err := st.activeLocked(rec)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	seq = st.next
+	ms := now.UnixMilli()
+	off := g.size
+	if d.Persistence == Memory {
+		g.mem = encodeRecord(g.mem, seq, ms, payload)
+	} else {
+		buf := encodeRecord(make([]byte, 0, rec), seq, ms, payload)
+		if _, err := g.f.Write(buf); err != nil {
+			// A short write leaves a torn record; the next start-up cuts it.
+			st.report(fmt.Sprintf("write to %s failed: %v", filepath.Base(g.path), err))
+			st.retireLocked(g)
+			return 0, 0, false, fmt.Errorf("write: %w", err)
+		}
+	}
+	g.noteRecord(off, seq, ms, rec)
+	st.next++
+	st.total += rec
+	st.written += rec
+	close(st.notify)
+	st.notify = make(chan struct{})
+	if d.Persistence == File {
+		if d.FlushOnWrite {
+			return seq, st.written, true, nil
+		}
+		st.scheduleSyncLocked()
+	}
+	return seq, 0, false, nil
+}
+
+// scheduleSyncLocked makes sure a background fsync runs within syncDelay.
+func (st *stream) scheduleSyncLocked() {
+	if st.syncPending {
+		return
+	}
+	st.syncPending = true
+	st.timer = time.AfterFunc(syncDelay, func() {
+		st.mu.Lock()
+		st.syncPending = false
+		st.mu.Unlock()
+		st.sync(-1)
+	})
+}
+
+var errInvalid = errors.New("invalid argument")
+
+// IsInvalid reports a request the store refused as malformed.
+func IsInvalid(err error) bool { return errors.Is(err, errInvalid) }
+
+// activeLocked returns the segment to append rec bytes to, starting a new
+// one when the newest is full (or there is none).
+func (st *stream) activeLocked(rec int64) (*segment, error) {
+	if n := len(st.segs); n > 0 {
+		a := st.segs[n-1]
+		usable := st.def.Persistence == Memory || a.f != nil
+		switch {
+		case usable && (a.count == 0 || a.size+rec <= st.def.SegmentSize):
+			return a, nil
+		case a.count == 0:
+			// Empty and unusable: replaced by the new one (same name).
+			st.retireLocked(a)
+			st.segs = st.segs[:n-1]
+		default:
+			st.retireLocked(a)
+		}
+	}
+	g := &segment{first: st.next}
+	if st.def.Persistence == File {
+		g.path = filepath.Join(st.dir, segmentName(st.next))
+		f, err := os.OpenFile(g.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
+		if err != nil {
+			return nil, err
+		}
+		if err := syncDir(st.dir); err != nil {
+			f.Close()
+			return nil, err
+		}
+		g.f = f
+	} else {
+		g.mem = make([]byte, 0, min(st.def.SegmentSize, 64<<10))
+	}
+	st.segs = append(st.segs, g)
+	return g, nil
+}
+
+// retireLocked seals g: its file is synced and closed by the next sync.
+func (st *stream) retireLocked(g *segment) {
+	if g.f != nil {
+		st.retired = append(st.retired, g.f)
+		g.f = nil
+		if !st.def.FlushOnWrite {
+			st.scheduleSyncLocked()
+		}
+	}
+}
+
+// dropOldestLocked removes the oldest segment (a whole segment at a time).
+func (st *stream) dropOldestLocked() {
+	g := st.segs[0]
+	st.retireLocked(g)
+	st.segs = st.segs[1:]
+	st.total -= g.size
+	if g.path != "" {
+		if err := os.Remove(g.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			st.report(fmt.Sprintf("cannot remove segment %s: %v", filepath.Base(g.path), err))
+		}
+	}
+}
+
+// expireLocked drops the oldest segments whose newest message is older
+// than the time to live: the TTL is a floor, data goes a segment at a time.
+func (st *stream) expireLocked(now time.Time) {
+	ttl := st.def.TTLMillis
+	if ttl == 0 {
+		return
+	}
+	cut := now.UnixMilli() - ttl
+	for len(st.segs) > 0 && st.segs[0].count > 0 && st.segs[0].lastTime < cut {
+		st.dropOldestLocked()
+	}
+}
+
+// sync makes every byte written up to pos durable (pos < 0: everything).
+// Callers that arrive while an fsync runs wait for it and are usually
+// covered by the next one: one fsync per group.
+func (st *stream) sync(pos int64) error {
+	st.syncMu.Lock()
+	defer st.syncMu.Unlock()
+	if pos >= 0 && st.synced >= pos {
+		return nil
+	}
+	st.mu.Lock()
+	if st.deleted {
+		st.mu.Unlock()
+		return ErrNotFound
+	}
+	target := st.written
+	old := st.retired
+	st.retired = nil
+	var f *os.File
+	if n := len(st.segs); n > 0 {
+		f = st.segs[n-1].f
+	}
+	st.mu.Unlock()
+	var err error
+	for _, o := range old {
+		err = errors.Join(err, o.Sync(), o.Close())
+	}
+	if f != nil {
+		// Appends keep writing to f meanwhile; a rollover retires it but
+		// only the next sync (after this one, under syncMu) closes it.
+		err = errors.Join(err, f.Sync())
+	}
+	if err != nil {
+		st.st.log.Error("stream store: fsync failed", "stream", st.def.Name, "err", err)
+		return err
+	}
+	st.synced = target
+	return nil
+}
+
+// ReadOptions are v1's ReadMessagesOptions with defaults applied.
+type ReadOptions struct {
+	Start   int64
+	Min     int64
+	Max     int64
+	Timeout time.Duration
+}
+
+// Read returns messages from o.Start on (from the oldest when o.Start is
+// below it): at least o.Min, at most o.Max. With fewer available it waits
+// up to o.Timeout for them, then fails with ErrNotEnough.
+func (s *Store) Read(ctx context.Context, name string, o ReadOptions) ([]Message, error) {
+	st, err := s.get(name)
+	if err != nil {
+		return nil, err
+	}
+	if o.Min < 1 {
+		o.Min = 1
+	}
+	if o.Max < o.Min {
+		o.Max = o.Min
+	}
+	var deadline <-chan time.Time
+	if o.Timeout > 0 {
+		t := time.NewTimer(o.Timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		st.mu.Lock()
+		if st.deleted {
+			st.mu.Unlock()
+			return nil, ErrNotFound
+		}
+		st.expireLocked(s.now())
+		start := max(o.Start, st.oldestLocked())
+		var plan []segment
+		if st.next-start >= o.Min {
+			for _, g := range st.segs {
+				if g.count > 0 && g.last() >= start {
+					plan = append(plan, segment{path: g.path, first: g.first, count: g.count, size: g.size, index: g.index, mem: g.mem[:len(g.mem):len(g.mem)]})
+				}
+			}
+		}
+		wait := st.notify
+		st.mu.Unlock()
+		if plan != nil {
+			msgs, err := st.readPlan(plan, start, o)
+			if err != nil {
+				return nil, err
+			}
+			if int64(len(msgs)) >= o.Min {
+				return msgs, nil
+			}
+			// Fewer than counted: segments dropped meanwhile, or damage.
+			o.Start = start
+		}
+		if deadline == nil {
+			return nil, ErrNotEnough
+		}
+		select {
+		case <-wait:
+		case <-deadline:
+			return nil, ErrNotEnough
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (st *stream) readPlan(plan []segment, start int64, o ReadOptions) ([]Message, error) {
+	var out []Message
+	var bytes int64
+	maxPayload := st.def.MaxSize
+	for i := range plan {
+		g := &plan[i]
+		from := max(start, g.first)
+		off, _ := g.seek(from)
+		var r *bufio.Reader
+		if g.path == "" {
+			r = bufio.NewReaderSize(&sliceReader{b: g.mem, off: off}, 4096)
+		} else {
+			f, err := os.Open(g.path)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // dropped (full, TTL) since planned
+			}
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			if _, err := f.Seek(off, io.SeekStart); err != nil {
+				return nil, err
+			}
+			r = bufio.NewReaderSize(f, 64<<10)
+		}
+		rr := &recordReader{r: r, off: off, end: g.size}
+		for {
+			m, _, err := rr.next(maxPayload)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				st.mu.Lock()
+				st.report(fmt.Sprintf("segment %020d: %v (found on read; the rest of the segment is skipped)", g.first, err))
+				st.mu.Unlock()
+				break
+			}
+			if m.Seq < from {
+				continue
+			}
+			out = append(out, m)
+			bytes += int64(len(m.Payload))
+			if int64(len(out)) >= o.Max || (bytes >= st.st.maxR && int64(len(out)) >= o.Min) {
+				return out, nil
+			}
+		}
+	}
+	return out, nil
+}
+
+type sliceReader struct {
+	b   []byte
+	off int64
+}
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if r.off >= int64(len(r.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += int64(n)
+	return n, nil
+}
+
+func (s *Store) armSweeperLocked() {
+	if s.closed || s.sweeper != nil {
+		return
+	}
+	for _, st := range s.streams {
+		if st.def.TTLMillis > 0 {
+			s.sweeper = time.AfterFunc(sweepEvery, s.sweep)
+			return
+		}
+	}
+}
+
+// sweep trims expired segments of idle streams.
+func (s *Store) sweep() {
+	s.mu.Lock()
+	s.sweeper = nil
+	list := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		list = append(list, st)
+	}
+	s.mu.Unlock()
+	now := s.now()
+	for _, st := range list {
+		st.mu.Lock()
+		if !st.deleted {
+			st.expireLocked(now)
+		}
+		st.mu.Unlock()
+	}
+	s.mu.Lock()
+	s.armSweeperLocked()
+	s.mu.Unlock()
+}
+
+// Sweep trims expired data now (tests, and after a clock jump).
+func (s *Store) Sweep() {
+	s.mu.Lock()
+	if s.sweeper != nil {
+		s.sweeper.Stop()
+		s.sweeper = nil
+	}
+	s.mu.Unlock()
+	s.sweep()
+}
+
+// Close syncs and closes every stream; the next sequence number of each is
+// recorded so that a clean restart continues without a gap.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.sweeper != nil {
+		s.sweeper.Stop()
+	}
+	list := make([]*stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		list = append(list, st)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, st := range list {
+		if st.def.Persistence == File {
+			errs = append(errs, st.sync(-1))
+		}
+		st.syncMu.Lock()
+		st.mu.Lock()
+		if !st.deleted {
+			st.closeFilesLocked()
+			if st.reserved != st.next {
+				errs = append(errs, writeSeq(filepath.Join(st.dir, seqFile), st.next))
+			}
+			st.deleted = true
+			close(st.notify)
+		}
+		st.mu.Unlock()
+		st.syncMu.Unlock()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,129 @@
+// Package streammgr is `ggd streammgr`: v1's stream manager. Functions
+// speak the v1 stream manager protocol (package protocol) over TCP on
+// evergreen.listen.streams; messages live in package store under
+// DIR/data/streammgr/; operators use the StreamManager gRPC API on
+// DIR/run/streammgr.sock. See README.md.
+package streammgr
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	streammgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/streammgr/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/streammgr/store"
+)
+
+// Name is the daemon's name.
+const Name = "streammgr"
+
+// Options tune the daemon beyond config.json (tests, benchmarks).
+type Options struct {
+	// Now replaces time.Now in the store (tests).
+	Now func() time.Time
+}
+
+// Spec declares the stream manager with default options.
+func Spec() daemon.Spec { return SpecWithOptions(Options{}) }
+
+// SpecWithOptions declares the stream manager with o.
+func SpecWithOptions(o Options) daemon.Spec {
+	return daemon.Spec{
+		Name: Name,
+		// Before the runtime, so that functions find it listening when
+		// they start; it asks the runtime about tokens only when a client
+		// connects (a client is a running function).
+		Requires: []string{"bus"},
+		// Only its log records for the cloud; exports will publish more.
+		Bus: &daemon.BusRole{Publish: []string{"evergreen.streammgr.>"}},
+		New: func() daemon.Service { return New(o) },
+	}
+}
+
+// Service is the stream manager and its local API.
+type Service struct {
+	opts  Options
+	env   *daemon.Env
+	store *store.Store
+	ln    net.Listener
+	auth  *tokenChecker
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+var _ streammgrv1.StreamManagerClient = (*Service)(nil)
+
+// New returns a service that does nothing until Start.
+func New(o Options) *Service { return &Service{opts: o, conns: map[*conn]struct{}{}} }
+
+// Start opens the store (reporting damage), listens on
+// evergreen.listen.streams and registers the gRPC API.
+func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.env = env
+	st, err := store.Open(store.Options{Dir: env.Root.DataDir(Name), Logger: env.Log.With("component", "store"), Now: s.opts.Now})
+	if err != nil {
+		return fmt.Errorf("stream store: %w", err)
+	}
+	s.store = st
+	if env.Config.Evergreen.Streams.AuthenticateClient {
+		s.auth = newTokenChecker(env.Root.Socket("runtime"))
+	}
+	ln, err := net.Listen("tcp", env.Endpoints.Streams)
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("evergreen.listen.streams: %w", err)
+	}
+	s.ln = ln
+	streammgrv1.RegisterStreamManagerServer(env.GRPC, &grpcServer{local: s})
+	s.wg.Add(1)
+	go s.accept()
+	damaged := 0
+	for _, n := range st.List() {
+		if in, err := st.Describe(n); err == nil && len(in.Damage) > 0 {
+			damaged++
+		}
+	}
+	env.Log.Info("stream manager ready", "listen", ln.Addr().String(), "streams", len(st.List()),
+		"damaged_streams", damaged, "authenticate_client", s.auth != nil)
+	return nil
+}
+
+// Stop closes the listener and every connection, then the store.
+func (s *Service) Stop(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		if s.auth != nil {
+			s.auth.close()
+		}
+		if s.store != nil {
+			err = s.store.Close()
+		}
+	})
+	return err
+}
+
+// Addr is the address the protocol listener is bound to.
+func (s *Service) Addr() string { return s.ln.Addr().String() }
