@@ -10,6 +10,7 @@ require (
 	github.com/evergreen-edge/evergreen/services v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/services/kit v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/shadow v0.0.0-00010101000000-000000000000
+	github.com/evergreen-edge/evergreen/streammgr v0.0.0-00010101000000-000000000000
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -36,6 +37,7 @@ require (
 	github.com/distribution/reference v0.6.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
+	github.com/fxamacker/cbor/v2 v2.10.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/flatbuffers v25.2.10+incompatible // indirect
@@ -59,6 +61,7 @@ require (
 	github.com/opencontainers/runtime-spec v1.3.0 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
+	github.com/x448/float16 v0.8.4 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.71.0 // indirect
 	go.opentelemetry.io/otel v1.46.0 // indirect
@@ -89,3 +92,5 @@ replace github.com/evergreen-edge/evergreen/broker => ../broker
 replace github.com/evergreen-edge/evergreen/certmgr => ../certmgr
 
 replace github.com/evergreen-edge/evergreen/deployagent => ../deployagent
+
+replace github.com/evergreen-edge/evergreen/streammgr => ../streammgr

@@ -173,6 +173,7 @@ var payloadUsage = map[string]string{
 	"pub":           "pub TOPIC PAYLOAD",
 	"shadow update": "shadow update THING DOCUMENT",
 	"fn invoke":     "fn invoke NAME PAYLOAD",
+	"stream append": "stream append NAME PAYLOAD",
 }
 
 func (a *app) payloadName() string {

@@ -54,6 +54,11 @@ Commands:
   secret put NAME [--file F]         store a secret's new version (AWSCURRENT)
   secret list                        stored and deployed secrets (never their values)
   secret rm NAME [--force]           delete a secret
+  stream list                        message streams: sequence range, messages, bytes
+  stream create NAME [--strategy S]  create a message stream
+  stream append NAME PAYLOAD         append a message
+  stream read NAME [--from N] [-n C] read messages
+  stream describe|delete NAME        a stream's definition and storage; delete it
   pub TOPIC PAYLOAD [--as SOURCE]    route a message through the subscriptions as SOURCE
   sub FILTER [-n COUNT]              print the messages routed on topics matching FILTER
   subscriptions                      the subscription table in force
@@ -135,6 +140,7 @@ func init() {
 		{"help", "[COMMAND]", "Print usage, commands and exit codes; or one command's flags.", cmdHelp},
 	}
 	commands = append(commands, secretCommands...)
+	commands = append(commands, streamCommands...)
 }
 
 // globals are the flags every command accepts.
