@@ -33,6 +33,7 @@ func main() {
 	runtimeOnly := flag.Bool("runtime", false, "run only the runtime (function) scenarios")
 	things := flag.Int("things", 100, "things (devices) in the shadow round-trip scenario")
 	deployOnly := flag.Bool("deploy", false, "run only the deployment scenarios")
+	streamsOnly := flag.Bool("streams", false, "run only the stream manager scenarios")
 	flag.Parse()
 	ggd, err := filepath.Abs(filepath.Join(*bin, "ggd"))
 	must(err)
@@ -59,6 +60,10 @@ func main() {
 	}
 	if *runtimeOnly {
 		runtimeBench(ggd, *loadFor)
+		return
+	}
+	if *streamsOnly {
+		streamsBench(ggd, *loadFor)
 		return
 	}
 	if *deployOnly {
