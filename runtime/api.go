@@ -144,6 +144,9 @@ func (s *Service) RestartFunction(_ context.Context, in *runtimev1.RestartFuncti
 	n := uint32(0)
 	for _, w := range s.workers.Workers() {
 		if w.FuncArn == f.arn {
+			// No new work for it while it dies (a container takes a
+			// while): the next invocation waits for a new worker.
+			s.disp.Retire(w.WorkerID)
 			s.workers.Kill(w.WorkerID, "restart requested")
 			n++
 		}

@@ -590,20 +590,25 @@ func (d *Dispatcher) expire(it *item, w WorkerID, timeout time.Duration) {
 	}
 }
 
-// WorkerGone says worker w has exited: the item it held completes
-// Unhandled (WorkerDied) and its pending Next returns ErrWorkerGone. The
-// Launcher calls it for every worker that ends, killed ones included.
-func (d *Dispatcher) WorkerGone(w WorkerID) {
+// Retire stops handing work to worker w, which is being stopped (a
+// restart): its pending Next returns ErrWorkerGone at once and later ones
+// too, so that no invocation goes to a worker about to die. An item it
+// already holds completes when it posts its result or when WorkerGone
+// reports it dead.
+func (d *Dispatcher) Retire(w WorkerID) {
 	d.mu.Lock()
-	delete(d.killed, w)
-	var demand []string
-	if it := d.held[w]; it != nil {
-		it.timer.Stop()
-		delete(d.held, w)
-		d.stats.WorkerDeaths++
-		d.stats.Completed++
-		d.complete(it, coreError(ErrorTypeWorkerDied, "worker "+string(w)+" exited while handling the invocation"))
+	d.killed[w] = true
+	demand := d.dropWaiterLocked(w)
+	d.mu.Unlock()
+	for _, fn := range demand {
+		d.o.Launcher.Demand(fn)
 	}
+}
+
+// dropWaiterLocked ends w's pending Next with ErrWorkerGone and returns
+// the functions left with queued work and no waiting worker.
+func (d *Dispatcher) dropWaiterLocked(w WorkerID) []string {
+	var demand []string
 	for arn, st := range d.fns {
 		kept := st.waiters[:0]
 		for _, wt := range st.waiters {
@@ -619,6 +624,23 @@ func (d *Dispatcher) WorkerGone(w WorkerID) {
 			demand = append(demand, arn)
 		}
 	}
+	return demand
+}
+
+// WorkerGone says worker w has exited: the item it held completes
+// Unhandled (WorkerDied) and its pending Next returns ErrWorkerGone. The
+// Launcher calls it for every worker that ends, killed ones included.
+func (d *Dispatcher) WorkerGone(w WorkerID) {
+	d.mu.Lock()
+	delete(d.killed, w)
+	if it := d.held[w]; it != nil {
+		it.timer.Stop()
+		delete(d.held, w)
+		d.stats.WorkerDeaths++
+		d.stats.Completed++
+		d.complete(it, coreError(ErrorTypeWorkerDied, "worker "+string(w)+" exited while handling the invocation"))
+	}
+	demand := d.dropWaiterLocked(w)
 	d.mu.Unlock()
 	for _, fn := range demand {
 		d.o.Launcher.Demand(fn)

@@ -732,3 +732,31 @@ func TestUnqualified(t *testing.T) {
 		}
 	}
 }
+
+// A retired worker (being restarted) gets no more work: its waiting Next
+// ends, the next invocation is queued and a worker demanded for it.
+func TestRetiredWorkerGetsNoWork(t *testing.T) {
+	d, f := setup(t, Options{})
+	errc := make(chan error, 1)
+	go func() { _, err := d.Next(context.Background(), fnA, "w1"); errc <- err }()
+	checkFor(t, 2*time.Second, func() error {
+		if d.Stats().Waiting != 1 {
+			return errors.New("not waiting")
+		}
+		return nil
+	})
+	before := f.demandCount()
+	d.Retire("w1")
+	if err := <-errc; !errors.Is(err, ErrWorkerGone) {
+		t.Fatalf("Next of a retired worker: %v", err)
+	}
+	if _, err := d.Next(context.Background(), fnA, "w1"); !errors.Is(err, ErrWorkerGone) {
+		t.Fatalf("a later Next of a retired worker: %v", err)
+	}
+	if _, err := d.Invoke(caller, fnA, Event, "", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	if s := d.Stats(); s.Queued+s.InFlight != 1 || f.demandCount() <= before {
+		t.Fatalf("after Retire: stats %+v, demands %d -> %d", s, before, f.demandCount())
+	}
+}

@@ -181,7 +181,15 @@ func runtimeBench(ggd string, dur time.Duration) {
 		var ds []time.Duration
 		for i := 0; i < coldRuns; i++ {
 			api.RestartFunction(ctx, &runtimev1.RestartFunctionRequest{Function: name})
-			time.Sleep(100 * time.Millisecond)
+			// A cold start is one without a worker: wait until the old
+			// ones are gone (a container takes a while to die).
+			for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				ws, err := api.ListWorkers(ctx, &runtimev1.ListWorkersRequest{Function: name})
+				if err == nil && len(ws.GetWorkers()) == 0 {
+					break
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
 			t0 := time.Now()
 			res, err := api.Invoke(ctx, &runtimev1.InvokeRequest{Function: name, Payload: []byte("x")})
 			if err != nil || res.GetFunctionError() != "" {
