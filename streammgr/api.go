@@ -7,6 +7,7 @@ import (
 
 	streammgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/streammgr/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
+	"github.com/evergreen-edge/evergreen/streammgr/export"
 	"github.com/evergreen-edge/evergreen/streammgr/protocol"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
 	"google.golang.org/grpc"
@@ -46,10 +47,10 @@ func (s *Service) DescribeStream(_ context.Context, in *streammgrv1.DescribeStre
 	if err != nil {
 		return nil, err
 	}
-	return infoPB(info), nil
+	return infoPB(info, s.exports.Statuses(info.Definition.Name)), nil
 }
 
-func infoPB(in store.Info) *streammgrv1.StreamInfo {
+func infoPB(in store.Info, exports []export.Status) *streammgrv1.StreamInfo {
 	d := in.Definition
 	out := &streammgrv1.StreamInfo{
 		Definition: &streammgrv1.StreamDefinition{Name: d.Name, MaxSize: d.MaxSize, StreamSegmentSize: d.SegmentSize,
@@ -57,6 +58,11 @@ func infoPB(in store.Info) *streammgrv1.StreamInfo {
 			Persistence: streammgrv1.Persistence(d.Persistence + 1), FlushOnWrite: d.FlushOnWrite, ExportDefinitionCbor: d.Export},
 		OldestSequenceNumber: in.Oldest, NewestSequenceNumber: in.Newest, TotalBytes: in.TotalBytes,
 		MessageCount: in.Count, Damage: in.Damage,
+	}
+	for _, x := range exports {
+		out.ExportStatuses = append(out.ExportStatuses, &streammgrv1.ExportStatus{ExportConfigIdentifier: x.Identifier,
+			LastExportedSequenceNumber: x.LastExportedSequenceNumber, LastExportTimeMillis: x.LastExportTime,
+			ErrorMessage: x.ErrorMessage, ExportedBytesFromStream: x.ExportedBytesFromStream, ExportedMessagesCount: x.ExportedMessagesCount})
 	}
 	return out
 }
@@ -79,14 +85,23 @@ func (s *Service) CreateStream(_ context.Context, in *streammgrv1.CreateStreamRe
 	if p := pd.GetPersistence(); p != streammgrv1.Persistence_PERSISTENCE_UNSPECIFIED {
 		d.Persistence = store.Persistence(p - 1)
 	}
-	if err := s.store.Create(d); err != nil {
+	if _, err := export.Parse(d.Export); err != nil {
+		return nil, err
+	}
+	s.lifeMu.Lock()
+	err := s.store.Create(d)
+	if err == nil {
+		s.syncExports(d.Name)
+	}
+	s.lifeMu.Unlock()
+	if err != nil {
 		return nil, apiErr(err)
 	}
 	info, err := s.store.Describe(d.Name)
 	if err != nil {
 		return nil, err
 	}
-	return infoPB(info), nil
+	return infoPB(info, s.exports.Statuses(d.Name)), nil
 }
 
 // AppendMessage appends one message.
@@ -133,7 +148,7 @@ func (s *Service) DeleteStream(_ context.Context, in *streammgrv1.DeleteStreamRe
 	if err := checkName("name", in.GetName()); err != nil {
 		return nil, err
 	}
-	if err := s.store.Delete(in.GetName()); err != nil {
+	if err := s.deleteStream(in.GetName()); err != nil {
 		return nil, err
 	}
 	return &streammgrv1.DeleteStreamResponse{}, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
+	"github.com/evergreen-edge/evergreen/streammgr/export"
 	"github.com/evergreen-edge/evergreen/streammgr/protocol"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
 )
@@ -372,7 +373,7 @@ func (s *Service) handleSimple(op protocol.Op, payload []byte) any {
 			resp.Status, resp.ErrorMessage = statusOf(err)
 			return resp
 		}
-		resp.MessageStreamInfo = streamInfo(in)
+		resp.MessageStreamInfo = streamInfo(in, s.exports.Statuses(req.Name))
 		return resp
 	}
 	resp := &protocol.Response{}
@@ -389,12 +390,17 @@ func (s *Service) handleSimple(op protocol.Op, payload []byte) any {
 		if d, err = definitionOf(req.RequestID, req.Definition); err != nil {
 			break
 		}
+		s.lifeMu.Lock()
 		if op == protocol.OpCreateMessageStream {
 			err = s.store.Create(d)
 		} else if err = s.store.Update(d); err != nil && !store.IsUpdateNotAllowed(err) &&
 			!errors.Is(err, store.ErrNotFound) && !errors.Is(err, errdefs.ErrInvalidArgument) {
 			err = protocol.Errorf(protocol.UpdateFailed, "%v", err)
 		}
+		if err == nil {
+			s.syncExports(d.Name)
+		}
+		s.lifeMu.Unlock()
 	case protocol.OpDeleteMessageStream:
 		var req protocol.NameRequest
 		if err = protocol.Decode(payload, &req); err != nil {
@@ -403,7 +409,7 @@ func (s *Service) handleSimple(op protocol.Op, payload []byte) any {
 		}
 		resp.RequestID = req.RequestID
 		if err = firstErr(protocol.CheckRequestID(req.RequestID), protocol.CheckName("name", req.Name)); err == nil {
-			err = s.store.Delete(req.Name)
+			err = s.deleteStream(req.Name)
 		}
 	}
 	if err != nil {
@@ -461,10 +467,29 @@ func definitionOf(requestID string, in *protocol.MessageStreamDefinition) (store
 	if len(in.ExportDefinition) > 0 && in.ExportDefinition[0]>>5 != 5 {
 		return d, protocol.Errorf(protocol.InvalidRequest, "definition.exportDefinition is not a map")
 	}
+	if _, err := export.Parse(in.ExportDefinition); err != nil {
+		return d, err
+	}
 	return d, nil
 }
 
-func streamInfo(in store.Info) *protocol.MessageStreamInfo {
+// deleteStream stops the stream's exports, then deletes it.
+func (s *Service) deleteStream(name string) error {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	s.exports.Remove(name)
+	return s.store.Delete(name)
+}
+
+// syncExports restarts, pauses or starts a stream's exports after its
+// definition changed; the definition was checked before it was stored.
+func (s *Service) syncExports(name string) {
+	if err := s.exports.Sync(name); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.env.Log.Error("stream exports not started", "stream", name, "err", err)
+	}
+}
+
+func streamInfo(in store.Info, exports []export.Status) *protocol.MessageStreamInfo {
 	d := in.Definition
 	def := protocol.MessageStreamDefinition{Name: d.Name, MaxSize: &d.MaxSize, StreamSegmentSize: &d.SegmentSize,
 		ExportDefinition: d.Export}
@@ -481,9 +506,18 @@ func streamInfo(in store.Info) *protocol.MessageStreamInfo {
 		newest = oldest
 	}
 	return &protocol.MessageStreamInfo{Definition: def,
-		StorageStatus: protocol.StorageStatus{OldestSequenceNumber: oldest, NewestSequenceNumber: newest, TotalBytes: in.TotalBytes},
-		// Exports are not run yet: no statuses.
-		ExportStatuses: []protocol.ExportStatus{}}
+		StorageStatus:  protocol.StorageStatus{OldestSequenceNumber: oldest, NewestSequenceNumber: newest, TotalBytes: in.TotalBytes},
+		ExportStatuses: exportStatuses(exports)}
+}
+
+func exportStatuses(in []export.Status) []protocol.ExportStatus {
+	out := make([]protocol.ExportStatus, len(in))
+	for i, x := range in {
+		out[i] = protocol.ExportStatus{ExportConfigIdentifier: x.Identifier, LastExportedSequenceNumber: x.LastExportedSequenceNumber,
+			LastExportTime: x.LastExportTime, ErrorMessage: x.ErrorMessage, ExportedBytesFromStream: x.ExportedBytesFromStream,
+			ExportedMessagesCount: x.ExportedMessagesCount}
+	}
+	return out
 }
 
 // statusOf maps store and protocol errors to status codes.

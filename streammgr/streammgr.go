@@ -14,6 +14,7 @@ import (
 
 	streammgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/streammgr/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/streammgr/export"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
 )
 
@@ -22,8 +23,12 @@ const Name = "streammgr"
 
 // Options tune the daemon beyond config.json (tests, benchmarks).
 type Options struct {
-	// Now replaces time.Now in the store (tests).
+	// Now replaces time.Now in the store and the exports (tests).
 	Now func() time.Time
+	// ExportBackoffBase and ExportBackoffMax shape the exports' retry
+	// delays (export.DefaultBackoffBase, export.DefaultBackoffMax: 1 s
+	// doubling up to v1's 5 minutes).
+	ExportBackoffBase, ExportBackoffMax time.Duration
 }
 
 // Spec declares the stream manager with default options.
@@ -45,11 +50,18 @@ func SpecWithOptions(o Options) daemon.Spec {
 
 // Service is the stream manager and its local API.
 type Service struct {
-	opts  Options
-	env   *daemon.Env
-	store *store.Store
-	ln    net.Listener
-	auth  *tokenChecker
+	opts    Options
+	env     *daemon.Env
+	store   *store.Store
+	exports *export.Manager
+	ln      net.Listener
+	auth    *tokenChecker
+
+	// lifeMu serialises a stream's create, update and delete with its
+	// exports' start and stop, so that an export never outlives its
+	// stream nor runs against a stream created again under its name.
+	// Lock order: lifeMu, then export.Manager's, then the store's.
+	lifeMu sync.Mutex
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -74,11 +86,19 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		return fmt.Errorf("stream store: %w", err)
 	}
 	s.store = st
+	s.exports = export.New(export.Options{Store: st, Log: env.Log.With("component", "export"), Now: s.opts.Now,
+		BackoffBase: s.opts.ExportBackoffBase, BackoffMax: s.opts.ExportBackoffMax})
+	for _, n := range st.List() {
+		if err := s.exports.Sync(n); err != nil {
+			env.Log.Error("stream exports not started", "stream", n, "err", err)
+		}
+	}
 	if env.Config.Evergreen.Streams.AuthenticateClient {
 		s.auth = newTokenChecker(env.Root.Socket("runtime"))
 	}
 	ln, err := net.Listen("tcp", env.Endpoints.Streams)
 	if err != nil {
+		s.exports.Close()
 		st.Close()
 		return fmt.Errorf("evergreen.listen.streams: %w", err)
 	}
@@ -117,6 +137,9 @@ func (s *Service) Stop(ctx context.Context) error {
 		}
 		if s.auth != nil {
 			s.auth.close()
+		}
+		if s.exports != nil {
+			s.exports.Close()
 		}
 		if s.store != nil {
 			err = s.store.Close()

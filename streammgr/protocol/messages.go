@@ -128,7 +128,8 @@ type StorageStatus struct {
 	TotalBytes           int64 `cbor:"totalBytes"`
 }
 
-// ExportStatus is the progress of one export (none run yet).
+// ExportStatus is the progress of one export (package export);
+// lastExportedSequenceNumber is -1 until a message is exported.
 type ExportStatus struct {
 	ExportConfigIdentifier     string `cbor:"exportConfigIdentifier"`
 	LastExportedSequenceNumber int64  `cbor:"lastExportedSequenceNumber"`

@@ -49,7 +49,7 @@ type Definition struct {
 	Persistence  Persistence `json:"persistence"`
 	FlushOnWrite bool        `json:"flushOnWrite"`
 	// Export is the ExportDefinition as the client sent it (CBOR), kept
-	// and returned by Describe; exports do not run yet.
+	// and returned by Describe; package export decodes and runs it.
 	Export []byte `json:"exportDefinition,omitempty"`
 }
 

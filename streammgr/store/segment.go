@@ -195,7 +195,7 @@ func listSegments(dir string) (segs []int64, stray []string, err error) {
 	}
 	for _, e := range ents {
 		switch n := e.Name(); {
-		case n == metaFile || n == seqFile || strings.HasPrefix(n, "."):
+		case n == metaFile || n == seqFile || strings.HasPrefix(n, ".") || isExportFile(n):
 		default:
 			if first, ok := parseSegmentName(n); ok && e.Type().IsRegular() {
 				segs = append(segs, first)

@@ -53,8 +53,8 @@ type Options struct {
 	MaxReadBytes int64
 }
 
-// Store holds every stream. Lock order: Store.mu, then stream.syncMu,
-// then stream.mu.
+// Store holds every stream. Lock order: Store.mu, then stream.exportMu,
+// then stream.syncMu, then stream.mu.
 type Store struct {
 	dir  string
 	log  *slog.Logger
@@ -83,8 +83,9 @@ type stream struct {
 	st  *Store
 	dir string
 
-	syncMu sync.Mutex // serialises fsyncs (group commit)
-	synced int64      // bytes written that are known synced
+	exportMu sync.Mutex // serialises export progress files against Delete
+	syncMu   sync.Mutex // serialises fsyncs (group commit)
+	synced   int64      // bytes written that are known synced
 
 	mu       sync.Mutex
 	def      Definition
@@ -333,6 +334,7 @@ func (s *Store) Delete(name string) error {
 	}
 	delete(s.streams, name)
 	s.mu.Unlock()
+	st.exportMu.Lock()
 	st.syncMu.Lock()
 	st.mu.Lock()
 	st.deleted = true
@@ -340,6 +342,7 @@ func (s *Store) Delete(name string) error {
 	close(st.notify)
 	st.mu.Unlock()
 	st.syncMu.Unlock()
+	st.exportMu.Unlock()
 	trash := filepath.Join(s.dir, ".trash-"+filepath.Base(st.dir))
 	if err := os.Rename(st.dir, trash); err != nil {
 		return err
@@ -837,6 +840,7 @@ func (s *Store) Close() error {
 		if st.def.Persistence == File {
 			errs = append(errs, st.sync(-1))
 		}
+		st.exportMu.Lock()
 		st.syncMu.Lock()
 		st.mu.Lock()
 		if !st.deleted {
@@ -849,6 +853,7 @@ func (s *Store) Close() error {
 		}
 		st.mu.Unlock()
 		st.syncMu.Unlock()
+		st.exportMu.Unlock()
 	}
 	return errors.Join(errs...)
 }

@@ -237,9 +237,11 @@ type StreamInfo struct {
 	TotalBytes           int64 `protobuf:"varint,4,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
 	MessageCount         int64 `protobuf:"varint,5,opt,name=message_count,json=messageCount,proto3" json:"message_count,omitempty"`
 	// Damage found in the stream's files at start-up or on read.
-	Damage        []string `protobuf:"bytes,6,rep,name=damage,proto3" json:"damage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Damage []string `protobuf:"bytes,6,rep,name=damage,proto3" json:"damage,omitempty"`
+	// One per export that runs (HTTP so far), in the definition's order.
+	ExportStatuses []*ExportStatus `protobuf:"bytes,7,rep,name=export_statuses,json=exportStatuses,proto3" json:"export_statuses,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StreamInfo) Reset() {
@@ -314,6 +316,102 @@ func (x *StreamInfo) GetDamage() []string {
 	return nil
 }
 
+func (x *StreamInfo) GetExportStatuses() []*ExportStatus {
+	if x != nil {
+		return x.ExportStatuses
+	}
+	return nil
+}
+
+// ExportStatus is v1's ExportStatuses entry.
+type ExportStatus struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	ExportConfigIdentifier string                 `protobuf:"bytes,1,opt,name=export_config_identifier,json=exportConfigIdentifier,proto3" json:"export_config_identifier,omitempty"`
+	// -1 until a message is exported.
+	LastExportedSequenceNumber int64 `protobuf:"varint,2,opt,name=last_exported_sequence_number,json=lastExportedSequenceNumber,proto3" json:"last_exported_sequence_number,omitempty"`
+	// Epoch milliseconds; 0 for never.
+	LastExportTimeMillis int64 `protobuf:"varint,3,opt,name=last_export_time_millis,json=lastExportTimeMillis,proto3" json:"last_export_time_millis,omitempty"`
+	// The last failure (with the retry delay), or messages the stream's
+	// limits removed before they were exported; empty when neither.
+	ErrorMessage            string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	ExportedBytesFromStream int64  `protobuf:"varint,5,opt,name=exported_bytes_from_stream,json=exportedBytesFromStream,proto3" json:"exported_bytes_from_stream,omitempty"`
+	ExportedMessagesCount   int64  `protobuf:"varint,6,opt,name=exported_messages_count,json=exportedMessagesCount,proto3" json:"exported_messages_count,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *ExportStatus) Reset() {
+	*x = ExportStatus{}
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportStatus) ProtoMessage() {}
+
+func (x *ExportStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportStatus.ProtoReflect.Descriptor instead.
+func (*ExportStatus) Descriptor() ([]byte, []int) {
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ExportStatus) GetExportConfigIdentifier() string {
+	if x != nil {
+		return x.ExportConfigIdentifier
+	}
+	return ""
+}
+
+func (x *ExportStatus) GetLastExportedSequenceNumber() int64 {
+	if x != nil {
+		return x.LastExportedSequenceNumber
+	}
+	return 0
+}
+
+func (x *ExportStatus) GetLastExportTimeMillis() int64 {
+	if x != nil {
+		return x.LastExportTimeMillis
+	}
+	return 0
+}
+
+func (x *ExportStatus) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *ExportStatus) GetExportedBytesFromStream() int64 {
+	if x != nil {
+		return x.ExportedBytesFromStream
+	}
+	return 0
+}
+
+func (x *ExportStatus) GetExportedMessagesCount() int64 {
+	if x != nil {
+		return x.ExportedMessagesCount
+	}
+	return 0
+}
+
 type ListStreamsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -322,7 +420,7 @@ type ListStreamsRequest struct {
 
 func (x *ListStreamsRequest) Reset() {
 	*x = ListStreamsRequest{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[2]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +432,7 @@ func (x *ListStreamsRequest) String() string {
 func (*ListStreamsRequest) ProtoMessage() {}
 
 func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[2]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +445,7 @@ func (x *ListStreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListStreamsRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{2}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{3}
 }
 
 type ListStreamsResponse struct {
@@ -359,7 +457,7 @@ type ListStreamsResponse struct {
 
 func (x *ListStreamsResponse) Reset() {
 	*x = ListStreamsResponse{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[3]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +469,7 @@ func (x *ListStreamsResponse) String() string {
 func (*ListStreamsResponse) ProtoMessage() {}
 
 func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[3]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +482,7 @@ func (x *ListStreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListStreamsResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{3}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListStreamsResponse) GetStreams() []string {
@@ -403,7 +501,7 @@ type DescribeStreamRequest struct {
 
 func (x *DescribeStreamRequest) Reset() {
 	*x = DescribeStreamRequest{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[4]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +513,7 @@ func (x *DescribeStreamRequest) String() string {
 func (*DescribeStreamRequest) ProtoMessage() {}
 
 func (x *DescribeStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[4]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +526,7 @@ func (x *DescribeStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeStreamRequest.ProtoReflect.Descriptor instead.
 func (*DescribeStreamRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{4}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DescribeStreamRequest) GetName() string {
@@ -447,7 +545,7 @@ type CreateStreamRequest struct {
 
 func (x *CreateStreamRequest) Reset() {
 	*x = CreateStreamRequest{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[5]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +557,7 @@ func (x *CreateStreamRequest) String() string {
 func (*CreateStreamRequest) ProtoMessage() {}
 
 func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[5]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +570,7 @@ func (x *CreateStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateStreamRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{5}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateStreamRequest) GetDefinition() *StreamDefinition {
@@ -492,7 +590,7 @@ type AppendMessageRequest struct {
 
 func (x *AppendMessageRequest) Reset() {
 	*x = AppendMessageRequest{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[6]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +602,7 @@ func (x *AppendMessageRequest) String() string {
 func (*AppendMessageRequest) ProtoMessage() {}
 
 func (x *AppendMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[6]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +615,7 @@ func (x *AppendMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendMessageRequest.ProtoReflect.Descriptor instead.
 func (*AppendMessageRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{6}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AppendMessageRequest) GetName() string {
@@ -543,7 +641,7 @@ type AppendMessageResponse struct {
 
 func (x *AppendMessageResponse) Reset() {
 	*x = AppendMessageResponse{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[7]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -555,7 +653,7 @@ func (x *AppendMessageResponse) String() string {
 func (*AppendMessageResponse) ProtoMessage() {}
 
 func (x *AppendMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[7]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -568,7 +666,7 @@ func (x *AppendMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendMessageResponse.ProtoReflect.Descriptor instead.
 func (*AppendMessageResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{7}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppendMessageResponse) GetSequenceNumber() int64 {
@@ -594,7 +692,7 @@ type ReadMessagesRequest struct {
 
 func (x *ReadMessagesRequest) Reset() {
 	*x = ReadMessagesRequest{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[8]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -606,7 +704,7 @@ func (x *ReadMessagesRequest) String() string {
 func (*ReadMessagesRequest) ProtoMessage() {}
 
 func (x *ReadMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[8]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -619,7 +717,7 @@ func (x *ReadMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ReadMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{8}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadMessagesRequest) GetName() string {
@@ -669,7 +767,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[9]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +779,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[9]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +792,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{9}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Message) GetStreamName() string {
@@ -734,7 +832,7 @@ type ReadMessagesResponse struct {
 
 func (x *ReadMessagesResponse) Reset() {
 	*x = ReadMessagesResponse{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[10]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +844,7 @@ func (x *ReadMessagesResponse) String() string {
 func (*ReadMessagesResponse) ProtoMessage() {}
 
 func (x *ReadMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[10]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +857,7 @@ func (x *ReadMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ReadMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{10}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReadMessagesResponse) GetMessages() []*Message {
@@ -778,7 +876,7 @@ type DeleteStreamRequest struct {
 
 func (x *DeleteStreamRequest) Reset() {
 	*x = DeleteStreamRequest{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[11]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +888,7 @@ func (x *DeleteStreamRequest) String() string {
 func (*DeleteStreamRequest) ProtoMessage() {}
 
 func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[11]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +901,7 @@ func (x *DeleteStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteStreamRequest) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{11}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteStreamRequest) GetName() string {
@@ -821,7 +919,7 @@ type DeleteStreamResponse struct {
 
 func (x *DeleteStreamResponse) Reset() {
 	*x = DeleteStreamResponse{}
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[12]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +931,7 @@ func (x *DeleteStreamResponse) String() string {
 func (*DeleteStreamResponse) ProtoMessage() {}
 
 func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[12]
+	mi := &file_evergreen_streammgr_v1_streammgr_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +944,7 @@ func (x *DeleteStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteStreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteStreamResponse) Descriptor() ([]byte, []int) {
-	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{12}
+	return file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP(), []int{13}
 }
 
 var File_evergreen_streammgr_v1_streammgr_proto protoreflect.FileDescriptor
@@ -862,7 +960,7 @@ const file_evergreen_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\x10strategy_on_full\x18\x05 \x01(\x0e2&.evergreen.streammgr.v1.StrategyOnFullR\x0estrategyOnFull\x12E\n" +
 	"\vpersistence\x18\x06 \x01(\x0e2#.evergreen.streammgr.v1.PersistenceR\vpersistence\x12$\n" +
 	"\x0eflush_on_write\x18\a \x01(\bR\fflushOnWrite\x124\n" +
-	"\x16export_definition_cbor\x18\b \x01(\fR\x14exportDefinitionCbor\"\xa0\x02\n" +
+	"\x16export_definition_cbor\x18\b \x01(\fR\x14exportDefinitionCbor\"\xef\x02\n" +
 	"\n" +
 	"StreamInfo\x12H\n" +
 	"\n" +
@@ -873,7 +971,15 @@ const file_evergreen_streammgr_v1_streammgr_proto_rawDesc = "" +
 	"\vtotal_bytes\x18\x04 \x01(\x03R\n" +
 	"totalBytes\x12#\n" +
 	"\rmessage_count\x18\x05 \x01(\x03R\fmessageCount\x12\x16\n" +
-	"\x06damage\x18\x06 \x03(\tR\x06damage\"\x14\n" +
+	"\x06damage\x18\x06 \x03(\tR\x06damage\x12M\n" +
+	"\x0fexport_statuses\x18\a \x03(\v2$.evergreen.streammgr.v1.ExportStatusR\x0eexportStatuses\"\xdc\x02\n" +
+	"\fExportStatus\x128\n" +
+	"\x18export_config_identifier\x18\x01 \x01(\tR\x16exportConfigIdentifier\x12A\n" +
+	"\x1dlast_exported_sequence_number\x18\x02 \x01(\x03R\x1alastExportedSequenceNumber\x125\n" +
+	"\x17last_export_time_millis\x18\x03 \x01(\x03R\x14lastExportTimeMillis\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\x12;\n" +
+	"\x1aexported_bytes_from_stream\x18\x05 \x01(\x03R\x17exportedBytesFromStream\x126\n" +
+	"\x17exported_messages_count\x18\x06 \x01(\x03R\x15exportedMessagesCount\"\x14\n" +
 	"\x12ListStreamsRequest\"/\n" +
 	"\x13ListStreamsResponse\x12\x18\n" +
 	"\astreams\x18\x01 \x03(\tR\astreams\"+\n" +
@@ -934,47 +1040,49 @@ func file_evergreen_streammgr_v1_streammgr_proto_rawDescGZIP() []byte {
 }
 
 var file_evergreen_streammgr_v1_streammgr_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_evergreen_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_evergreen_streammgr_v1_streammgr_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_evergreen_streammgr_v1_streammgr_proto_goTypes = []any{
 	(StrategyOnFull)(0),           // 0: evergreen.streammgr.v1.StrategyOnFull
 	(Persistence)(0),              // 1: evergreen.streammgr.v1.Persistence
 	(*StreamDefinition)(nil),      // 2: evergreen.streammgr.v1.StreamDefinition
 	(*StreamInfo)(nil),            // 3: evergreen.streammgr.v1.StreamInfo
-	(*ListStreamsRequest)(nil),    // 4: evergreen.streammgr.v1.ListStreamsRequest
-	(*ListStreamsResponse)(nil),   // 5: evergreen.streammgr.v1.ListStreamsResponse
-	(*DescribeStreamRequest)(nil), // 6: evergreen.streammgr.v1.DescribeStreamRequest
-	(*CreateStreamRequest)(nil),   // 7: evergreen.streammgr.v1.CreateStreamRequest
-	(*AppendMessageRequest)(nil),  // 8: evergreen.streammgr.v1.AppendMessageRequest
-	(*AppendMessageResponse)(nil), // 9: evergreen.streammgr.v1.AppendMessageResponse
-	(*ReadMessagesRequest)(nil),   // 10: evergreen.streammgr.v1.ReadMessagesRequest
-	(*Message)(nil),               // 11: evergreen.streammgr.v1.Message
-	(*ReadMessagesResponse)(nil),  // 12: evergreen.streammgr.v1.ReadMessagesResponse
-	(*DeleteStreamRequest)(nil),   // 13: evergreen.streammgr.v1.DeleteStreamRequest
-	(*DeleteStreamResponse)(nil),  // 14: evergreen.streammgr.v1.DeleteStreamResponse
+	(*ExportStatus)(nil),          // 4: evergreen.streammgr.v1.ExportStatus
+	(*ListStreamsRequest)(nil),    // 5: evergreen.streammgr.v1.ListStreamsRequest
+	(*ListStreamsResponse)(nil),   // 6: evergreen.streammgr.v1.ListStreamsResponse
+	(*DescribeStreamRequest)(nil), // 7: evergreen.streammgr.v1.DescribeStreamRequest
+	(*CreateStreamRequest)(nil),   // 8: evergreen.streammgr.v1.CreateStreamRequest
+	(*AppendMessageRequest)(nil),  // 9: evergreen.streammgr.v1.AppendMessageRequest
+	(*AppendMessageResponse)(nil), // 10: evergreen.streammgr.v1.AppendMessageResponse
+	(*ReadMessagesRequest)(nil),   // 11: evergreen.streammgr.v1.ReadMessagesRequest
+	(*Message)(nil),               // 12: evergreen.streammgr.v1.Message
+	(*ReadMessagesResponse)(nil),  // 13: evergreen.streammgr.v1.ReadMessagesResponse
+	(*DeleteStreamRequest)(nil),   // 14: evergreen.streammgr.v1.DeleteStreamRequest
+	(*DeleteStreamResponse)(nil),  // 15: evergreen.streammgr.v1.DeleteStreamResponse
 }
 var file_evergreen_streammgr_v1_streammgr_proto_depIdxs = []int32{
 	0,  // 0: evergreen.streammgr.v1.StreamDefinition.strategy_on_full:type_name -> evergreen.streammgr.v1.StrategyOnFull
 	1,  // 1: evergreen.streammgr.v1.StreamDefinition.persistence:type_name -> evergreen.streammgr.v1.Persistence
 	2,  // 2: evergreen.streammgr.v1.StreamInfo.definition:type_name -> evergreen.streammgr.v1.StreamDefinition
-	2,  // 3: evergreen.streammgr.v1.CreateStreamRequest.definition:type_name -> evergreen.streammgr.v1.StreamDefinition
-	11, // 4: evergreen.streammgr.v1.ReadMessagesResponse.messages:type_name -> evergreen.streammgr.v1.Message
-	4,  // 5: evergreen.streammgr.v1.StreamManager.ListStreams:input_type -> evergreen.streammgr.v1.ListStreamsRequest
-	6,  // 6: evergreen.streammgr.v1.StreamManager.DescribeStream:input_type -> evergreen.streammgr.v1.DescribeStreamRequest
-	7,  // 7: evergreen.streammgr.v1.StreamManager.CreateStream:input_type -> evergreen.streammgr.v1.CreateStreamRequest
-	8,  // 8: evergreen.streammgr.v1.StreamManager.AppendMessage:input_type -> evergreen.streammgr.v1.AppendMessageRequest
-	10, // 9: evergreen.streammgr.v1.StreamManager.ReadMessages:input_type -> evergreen.streammgr.v1.ReadMessagesRequest
-	13, // 10: evergreen.streammgr.v1.StreamManager.DeleteStream:input_type -> evergreen.streammgr.v1.DeleteStreamRequest
-	5,  // 11: evergreen.streammgr.v1.StreamManager.ListStreams:output_type -> evergreen.streammgr.v1.ListStreamsResponse
-	3,  // 12: evergreen.streammgr.v1.StreamManager.DescribeStream:output_type -> evergreen.streammgr.v1.StreamInfo
-	3,  // 13: evergreen.streammgr.v1.StreamManager.CreateStream:output_type -> evergreen.streammgr.v1.StreamInfo
-	9,  // 14: evergreen.streammgr.v1.StreamManager.AppendMessage:output_type -> evergreen.streammgr.v1.AppendMessageResponse
-	12, // 15: evergreen.streammgr.v1.StreamManager.ReadMessages:output_type -> evergreen.streammgr.v1.ReadMessagesResponse
-	14, // 16: evergreen.streammgr.v1.StreamManager.DeleteStream:output_type -> evergreen.streammgr.v1.DeleteStreamResponse
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	4,  // 3: evergreen.streammgr.v1.StreamInfo.export_statuses:type_name -> evergreen.streammgr.v1.ExportStatus
+	2,  // 4: evergreen.streammgr.v1.CreateStreamRequest.definition:type_name -> evergreen.streammgr.v1.StreamDefinition
+	12, // 5: evergreen.streammgr.v1.ReadMessagesResponse.messages:type_name -> evergreen.streammgr.v1.Message
+	5,  // 6: evergreen.streammgr.v1.StreamManager.ListStreams:input_type -> evergreen.streammgr.v1.ListStreamsRequest
+	7,  // 7: evergreen.streammgr.v1.StreamManager.DescribeStream:input_type -> evergreen.streammgr.v1.DescribeStreamRequest
+	8,  // 8: evergreen.streammgr.v1.StreamManager.CreateStream:input_type -> evergreen.streammgr.v1.CreateStreamRequest
+	9,  // 9: evergreen.streammgr.v1.StreamManager.AppendMessage:input_type -> evergreen.streammgr.v1.AppendMessageRequest
+	11, // 10: evergreen.streammgr.v1.StreamManager.ReadMessages:input_type -> evergreen.streammgr.v1.ReadMessagesRequest
+	14, // 11: evergreen.streammgr.v1.StreamManager.DeleteStream:input_type -> evergreen.streammgr.v1.DeleteStreamRequest
+	6,  // 12: evergreen.streammgr.v1.StreamManager.ListStreams:output_type -> evergreen.streammgr.v1.ListStreamsResponse
+	3,  // 13: evergreen.streammgr.v1.StreamManager.DescribeStream:output_type -> evergreen.streammgr.v1.StreamInfo
+	3,  // 14: evergreen.streammgr.v1.StreamManager.CreateStream:output_type -> evergreen.streammgr.v1.StreamInfo
+	10, // 15: evergreen.streammgr.v1.StreamManager.AppendMessage:output_type -> evergreen.streammgr.v1.AppendMessageResponse
+	13, // 16: evergreen.streammgr.v1.StreamManager.ReadMessages:output_type -> evergreen.streammgr.v1.ReadMessagesResponse
+	15, // 17: evergreen.streammgr.v1.StreamManager.DeleteStream:output_type -> evergreen.streammgr.v1.DeleteStreamResponse
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_evergreen_streammgr_v1_streammgr_proto_init() }
@@ -988,7 +1096,7 @@ func file_evergreen_streammgr_v1_streammgr_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_evergreen_streammgr_v1_streammgr_proto_rawDesc), len(file_evergreen_streammgr_v1_streammgr_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,453 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/evergreen-edge/evergreen/streammgr/store"
+)
+
+// Defaults of Options.
+const (
+	// DefaultBackoffBase is the first retry delay; it doubles per failure.
+	DefaultBackoffBase = time.Second
+	// DefaultBackoffMax bounds the retry delay (v1 retried at up to
+	// 5-minute intervals).
+	DefaultBackoffMax = 5 * time.Minute
+	// DefaultRequestTimeout bounds one POST.
+	DefaultRequestTimeout = time.Minute
+	// maxBatchBytes stops collecting a batch early: with the store's own
+	// bound on one read, a batch holds at most about twice this plus one
+	// message.
+	maxBatchBytes = 16 << 20
+	// longPoll is how long one wait for new messages lasts before it is
+	// renewed (a cancel ends it at once).
+	longPoll = time.Hour
+)
+
+// Options configure a Manager.
+type Options struct {
+	Store *store.Store
+	Log   *slog.Logger
+	// Client sends the POSTs (DefaultRequestTimeout when nil).
+	Client *http.Client
+	// BackoffBase and BackoffMax shape the retry delays (defaults above).
+	BackoffBase, BackoffMax time.Duration
+	// Now replaces time.Now (the store's clock, for the batch interval and
+	// lastExportTime).
+	Now func() time.Time
+}
+
+// Manager runs the exports of every stream. Lock order: Manager.mu, then
+// exporter.mu; an exporter's goroutine never takes Manager.mu.
+type Manager struct {
+	o Options
+
+	mu      sync.Mutex
+	streams map[string][]*exporter // in the definition's order
+	closed  bool
+}
+
+// Status is one export's ExportStatus.
+type Status struct {
+	Identifier string
+	// LastExportedSequenceNumber is -1 until a message is exported.
+	LastExportedSequenceNumber int64
+	LastExportTime             int64 // epoch ms, 0 for never
+	ErrorMessage               string
+	ExportedBytesFromStream    int64
+	ExportedMessagesCount      int64
+}
+
+// New returns a manager running nothing until Sync.
+func New(o Options) *Manager {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Client == nil {
+		// A redirect is a failure, not a success: Go would follow a 302
+		// for a POST with a GET and call its 200 an export.
+		o.Client = &http.Client{Timeout: DefaultRequestTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if o.BackoffBase <= 0 {
+		o.BackoffBase = DefaultBackoffBase
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = DefaultBackoffMax
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Manager{o: o, streams: map[string][]*exporter{}}
+}
+
+// Sync makes the running exports of stream match its stored definition:
+// new ones start, removed ones stop, changed ones restart with their
+// progress, disabled ones stop but keep their status. Call it after a
+// create, an update and at start-up.
+func (m *Manager) Sync(stream string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return store.ErrClosed
+	}
+	info, err := m.o.Store.Describe(stream)
+	if err != nil {
+		m.removeLocked(stream)
+		return err
+	}
+	def, err := Parse(info.Definition.Export)
+	if err != nil {
+		m.removeLocked(stream)
+		return err
+	}
+	old := map[string]*exporter{}
+	for _, e := range m.streams[stream] {
+		old[e.cfg.Identifier] = e
+	}
+	var now []*exporter
+	for _, c := range def.HTTP {
+		if e := old[c.Identifier]; e != nil {
+			delete(old, c.Identifier)
+			// An exporter that ended by itself saw its stream deleted: one
+			// created again under the name starts afresh.
+			if e.cfg == c && !e.exited() {
+				now = append(now, e)
+				continue
+			}
+			e.stop()
+		}
+		e := m.newExporter(stream, c)
+		if !c.Disabled {
+			e.start()
+		}
+		now = append(now, e)
+	}
+	for _, e := range old {
+		e.stop()
+	}
+	if len(now) == 0 {
+		delete(m.streams, stream)
+	} else {
+		m.streams[stream] = now
+	}
+	return nil
+}
+
+// Remove stops the exports of stream; call it before deleting the stream
+// (an export started by an update in between ends by itself when the
+// stream goes).
+func (m *Manager) Remove(stream string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.removeLocked(stream)
+}
+
+func (m *Manager) removeLocked(stream string) {
+	for _, e := range m.streams[stream] {
+		e.stop()
+	}
+	delete(m.streams, stream)
+}
+
+// Statuses returns the status of each export of stream that runs here, in
+// the definition's order.
+func (m *Manager) Statuses(stream string) []Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Status, 0, len(m.streams[stream]))
+	for _, e := range m.streams[stream] {
+		out = append(out, e.status())
+	}
+	return out
+}
+
+// Close stops every export and waits for them.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	for s := range m.streams {
+		m.removeLocked(s)
+	}
+}
+
+// progress is the export state file's content (JSON).
+type progress struct {
+	// Last is the last sequence number a destination acknowledged; -1 none.
+	Last     int64 `json:"lastExportedSequenceNumber"`
+	Time     int64 `json:"lastExportTime"`
+	Bytes    int64 `json:"exportedBytesFromStream"`
+	Messages int64 `json:"exportedMessagesCount"`
+}
+
+type exporter struct {
+	m      *Manager
+	stream string
+	cfg    HTTPConfig
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	p       progress
+	failure string // the last send or read failure, "" after a success
+	skipped string // the last messages lost to the stream's limits
+}
+
+func (m *Manager) newExporter(stream string, c HTTPConfig) *exporter {
+	e := &exporter{m: m, stream: stream, cfg: c, p: progress{Last: -1},
+		log: m.o.Log.With("stream", stream, "export", c.Identifier)}
+	b, err := m.o.Store.ReadExportState(stream, c.Identifier)
+	if err != nil {
+		e.log.Error("export progress unreadable; exporting from startSequenceNumber", "err", err)
+	} else if b != nil {
+		if err := json.Unmarshal(b, &e.p); err != nil {
+			// Written atomically, so only outside damage gets here; resending
+			// is the at-least-once side of the choice.
+			e.log.Error("export progress damaged; exporting from startSequenceNumber", "err", err)
+			e.p = progress{Last: -1}
+		}
+	}
+	return e
+}
+
+func (e *exporter) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel, e.done = cancel, make(chan struct{})
+	go e.run(ctx)
+}
+
+// stop cancels the goroutine (an in-flight POST included: its batch is
+// sent again later) and waits for it.
+func (e *exporter) stop() {
+	if e.cancel != nil {
+		e.cancel()
+		<-e.done
+		e.cancel = nil
+	}
+}
+
+func (e *exporter) exited() bool {
+	if e.done == nil {
+		return false
+	}
+	select {
+	case <-e.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (e *exporter) status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	msg := e.failure
+	if msg == "" {
+		msg = e.skipped
+	}
+	return Status{Identifier: e.cfg.Identifier, LastExportedSequenceNumber: e.p.Last, LastExportTime: e.p.Time,
+		ErrorMessage: msg, ExportedBytesFromStream: e.p.Bytes, ExportedMessagesCount: e.p.Messages}
+}
+
+func (e *exporter) setFailure(msg string) {
+	e.mu.Lock()
+	e.failure = msg
+	e.mu.Unlock()
+}
+
+func (e *exporter) run(ctx context.Context) {
+	defer close(e.done)
+	e.mu.Lock()
+	next := max(e.cfg.StartSequenceNumber, e.p.Last+1)
+	e.mu.Unlock()
+	delay := e.m.o.BackoffBase
+	for ctx.Err() == nil {
+		batch, err := e.collect(ctx, next)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrClosed) {
+				return
+			}
+			e.setFailure(fmt.Sprintf("reading the stream: %v (retrying in %v)", err, delay))
+			if !sleep(ctx, delay) {
+				return
+			}
+			delay = min(delay*2, e.m.o.BackoffMax)
+			continue
+		}
+		delay = e.m.o.BackoffBase
+		if first := batch[0].Seq; first > next {
+			// OverwriteOldestData or the time to live removed them first:
+			// at-least-once cannot hold for these.
+			msg := fmt.Sprintf("messages %d..%d were removed from the stream (strategyOnFull OverwriteOldestData or timeToLiveMillis) before they were exported", next, first-1)
+			e.log.Warn("export skipped messages", "from", next, "to", first-1)
+			e.mu.Lock()
+			e.skipped = msg
+			e.mu.Unlock()
+		}
+		if e.cfg.Format == RawNotBatched {
+			for i := range batch {
+				if !e.deliver(ctx, batch[i:i+1]) {
+					return
+				}
+			}
+		} else if !e.deliver(ctx, batch) {
+			return
+		}
+		next = batch[len(batch)-1].Seq + 1
+	}
+}
+
+// collect reads the next batch from next on: it waits for a first
+// message, then for more until BatchSize messages or until BatchInterval
+// after the first message's ingest time, whichever comes first.
+func (e *exporter) collect(ctx context.Context, next int64) ([]store.Message, error) {
+	st := e.m.o.Store
+	var batch []store.Message
+	for {
+		msgs, err := st.Read(ctx, e.stream, store.ReadOptions{Start: next, Min: 1, Max: int64(e.cfg.BatchSize), Timeout: longPoll})
+		if errors.Is(err, store.ErrNotEnough) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		batch = msgs
+		break
+	}
+	if e.cfg.BatchInterval <= 0 {
+		return batch, nil
+	}
+	deadline := time.UnixMilli(batch[0].Time).Add(e.cfg.BatchInterval)
+	size := 0
+	for _, m := range batch {
+		size += len(m.Payload)
+	}
+	for len(batch) < e.cfg.BatchSize && size < maxBatchBytes {
+		wait := deadline.Sub(e.m.o.Now())
+		if wait <= 0 {
+			break
+		}
+		msgs, err := st.Read(ctx, e.stream, store.ReadOptions{Start: batch[len(batch)-1].Seq + 1, Min: 1,
+			Max: int64(e.cfg.BatchSize - len(batch)), Timeout: wait})
+		if errors.Is(err, store.ErrNotEnough) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			size += len(m.Payload)
+		}
+		batch = append(batch, msgs...)
+	}
+	return batch, nil
+}
+
+// deliver sends msgs until a destination acknowledges them (true) or ctx
+// ends (false), then records the progress.
+func (e *exporter) deliver(ctx context.Context, msgs []store.Message) bool {
+	delay := e.m.o.BackoffBase
+	for attempt := 1; ; attempt++ {
+		err := e.post(ctx, msgs)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		e.setFailure(fmt.Sprintf("%v (attempt %d for messages %d..%d; retrying in %v)",
+			err, attempt, msgs[0].Seq, msgs[len(msgs)-1].Seq, delay))
+		if attempt == 1 {
+			e.log.Warn("export failed; retrying with backoff", "err", err, "first", msgs[0].Seq)
+		}
+		if !sleep(ctx, delay) {
+			return false
+		}
+		delay = min(delay*2, e.m.o.BackoffMax)
+	}
+	e.mu.Lock()
+	e.p.Last = msgs[len(msgs)-1].Seq
+	e.p.Time = e.m.o.Now().UnixMilli()
+	for _, m := range msgs {
+		e.p.Bytes += int64(len(m.Payload))
+	}
+	e.p.Messages += int64(len(msgs))
+	e.failure = ""
+	b, _ := json.Marshal(e.p)
+	e.mu.Unlock()
+	if err := e.m.o.Store.WriteExportState(e.stream, e.cfg.Identifier, b); err != nil && !errors.Is(err, store.ErrNotFound) {
+		// The destination has the messages; a restart sends them again.
+		e.log.Error("export progress not saved", "err", err)
+		e.setFailure(fmt.Sprintf("progress not saved (messages up to %d may be sent again after a restart): %v", msgs[len(msgs)-1].Seq, err))
+	}
+	return true
+}
+
+// jsonMessage is one element of a JSON_BATCHED body: v1's Message as the
+// SDKs serialise it to JSON (payload in standard base64).
+type jsonMessage struct {
+	StreamName     string `json:"streamName"`
+	SequenceNumber int64  `json:"sequenceNumber"`
+	IngestTime     int64  `json:"ingestTime"`
+	Payload        []byte `json:"payload"`
+}
+
+func (e *exporter) post(ctx context.Context, msgs []store.Message) error {
+	var body []byte
+	ctype := "application/octet-stream"
+	if e.cfg.Format == RawNotBatched {
+		body = msgs[0].Payload
+	} else {
+		out := make([]jsonMessage, len(msgs))
+		for i, m := range msgs {
+			out[i] = jsonMessage{StreamName: e.stream, SequenceNumber: m.Seq, IngestTime: m.Time, Payload: m.Payload}
+		}
+		var err error
+		if body, err = json.Marshal(out); err != nil {
+			return err
+		}
+		ctype = "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.cfg.URI, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", ctype)
+	// Let a destination drop the duplicates that at-least-once allows.
+	req.Header.Set("X-Evergreen-Stream", e.stream)
+	req.Header.Set("X-Evergreen-First-Sequence-Number", strconv.FormatInt(msgs[0].Seq, 10))
+	req.Header.Set("X-Evergreen-Last-Sequence-Number", strconv.FormatInt(msgs[len(msgs)-1].Seq, 10))
+	resp, err := e.m.o.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("POST %s: HTTP %s", e.cfg.URI, resp.Status)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
