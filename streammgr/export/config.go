@@ -1,13 +1,14 @@
 // Package export runs a stream's exports (v1's ExportDefinition): one
 // goroutine per export configuration reads the stream from the store,
 // batches, sends, and records its progress beside the stream's data.
-// Only HTTP runs so far; the other kinds are stored and returned but not
-// run (their statuses are absent).
+// HTTP and JetStream (an Evergreen extension) run; the other kinds are
+// stored and returned but not run (their statuses are absent).
 package export
 
 import (
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
@@ -48,9 +49,28 @@ type HTTPConfig struct {
 	Format              Format
 }
 
+// JetStreamConfig is one NATS JetStream export (key "jetstream", an
+// Evergreen extension: v1's SDKs never send it). URLs is nats.go's
+// comma-separated server list (user:password@ in a URL, or CredsFile).
+// Stream, when given, is created with Subject and file storage if it does
+// not exist; when empty, Subject must belong to an existing stream.
+type JetStreamConfig struct {
+	Identifier          string
+	URLs                string
+	Subject             string
+	Stream              string
+	BatchSize           int
+	BatchInterval       time.Duration
+	Priority            int64
+	StartSequenceNumber int64
+	Disabled            bool
+	CredsFile           string
+}
+
 // Definition is the part of an ExportDefinition that runs.
 type Definition struct {
-	HTTP []HTTPConfig
+	HTTP      []HTTPConfig
+	JetStream []JetStreamConfig
 }
 
 type wireHTTP struct {
@@ -64,8 +84,88 @@ type wireHTTP struct {
 	ExportFormat        *int64  `cbor:"exportFormat"`
 }
 
+type wireJetStream struct {
+	Identifier          *string `cbor:"identifier"`
+	URL                 *string `cbor:"url"`
+	Subject             *string `cbor:"subject"`
+	Stream              *string `cbor:"stream"`
+	BatchSize           *int64  `cbor:"batchSize"`
+	BatchIntervalMillis *int64  `cbor:"batchIntervalMillis"`
+	Priority            *int64  `cbor:"priority"`
+	StartSequenceNumber *int64  `cbor:"startSequenceNumber"`
+	Disabled            *bool   `cbor:"disabled"`
+	CredsFile           *string `cbor:"credsFile"`
+}
+
 type wireDefinition struct {
-	HTTP []wireHTTP `cbor:"http"`
+	HTTP      []wireHTTP      `cbor:"http"`
+	JetStream []wireJetStream `cbor:"jetstream"`
+}
+
+// wireCommon is what every kind's configuration shares.
+type wireCommon struct {
+	Identifier          *string
+	BatchSize           *int64
+	BatchIntervalMillis *int64
+	Priority            *int64
+	StartSequenceNumber *int64
+	Disabled            *bool
+}
+
+// common is wireCommon checked, with its defaults.
+type common struct {
+	Identifier          string
+	BatchSize           int
+	BatchInterval       time.Duration
+	Priority            int64
+	StartSequenceNumber int64
+	Disabled            bool
+}
+
+// check validates the shared fields; seen holds the identifiers of every
+// kind so far (an identifier names the export's progress file).
+func (w wireCommon) check(field func(string) string, seen map[string]bool) (common, error) {
+	c := common{BatchSize: DefaultBatchSize, Priority: 10}
+	if w.Identifier == nil {
+		return c, errdefs.InvalidArgument(field("identifier"), "is required")
+	}
+	if err := protocol.CheckName(field("identifier"), *w.Identifier); err != nil {
+		_, msg := protocol.StatusOf(err)
+		return c, errdefs.InvalidArgument(field("identifier"), "%s", msg)
+	}
+	c.Identifier = *w.Identifier
+	if seen[c.Identifier] {
+		return c, errdefs.InvalidArgument(field("identifier"), "%q is used by another export of this stream", c.Identifier)
+	}
+	seen[c.Identifier] = true
+	if p := w.BatchSize; p != nil {
+		if *p < 1 || *p > MaxBatchSize {
+			return c, errdefs.InvalidArgument(field("batchSize"), "%d is outside 1..%d", *p, MaxBatchSize)
+		}
+		c.BatchSize = int(*p)
+	}
+	if p := w.BatchIntervalMillis; p != nil {
+		if *p < 0 || *p > MaxIntervalMilli {
+			return c, errdefs.InvalidArgument(field("batchIntervalMillis"), "%d is outside 0..%d", *p, int64(MaxIntervalMilli))
+		}
+		c.BatchInterval = time.Duration(*p) * time.Millisecond
+	}
+	if p := w.Priority; p != nil {
+		if *p < 1 || *p > 10 {
+			return c, errdefs.InvalidArgument(field("priority"), "%d is outside 1..10", *p)
+		}
+		c.Priority = *p
+	}
+	if p := w.StartSequenceNumber; p != nil {
+		if *p < 0 {
+			return c, errdefs.InvalidArgument(field("startSequenceNumber"), "%d is below 0", *p)
+		}
+		c.StartSequenceNumber = *p
+	}
+	if w.Disabled != nil {
+		c.Disabled = *w.Disabled
+	}
+	return c, nil
 }
 
 // Parse decodes a stream's ExportDefinition (CBOR, as the client sent it)
@@ -85,19 +185,12 @@ func Parse(raw []byte) (Definition, error) {
 	seen := map[string]bool{}
 	for i, h := range w.HTTP {
 		field := func(f string) string { return fmt.Sprintf("definition.exportDefinition.http[%d].%s", i, f) }
-		c := HTTPConfig{BatchSize: DefaultBatchSize, Priority: 10}
-		if h.Identifier == nil {
-			return d, errdefs.InvalidArgument(field("identifier"), "is required")
+		cm, err := wireCommon{h.Identifier, h.BatchSize, h.BatchIntervalMillis, h.Priority, h.StartSequenceNumber, h.Disabled}.check(field, seen)
+		if err != nil {
+			return d, err
 		}
-		if err := protocol.CheckName(field("identifier"), *h.Identifier); err != nil {
-			_, msg := protocol.StatusOf(err)
-			return d, errdefs.InvalidArgument(field("identifier"), "%s", msg)
-		}
-		c.Identifier = *h.Identifier
-		if seen[c.Identifier] {
-			return d, errdefs.InvalidArgument(field("identifier"), "%q is used by another export of this stream", c.Identifier)
-		}
-		seen[c.Identifier] = true
+		c := HTTPConfig{Identifier: cm.Identifier, BatchSize: cm.BatchSize, BatchInterval: cm.BatchInterval,
+			Priority: cm.Priority, StartSequenceNumber: cm.StartSequenceNumber, Disabled: cm.Disabled}
 		if h.URI == nil || *h.URI == "" {
 			return d, errdefs.InvalidArgument(field("uri"), "is required")
 		}
@@ -106,33 +199,6 @@ func Parse(raw []byte) (Definition, error) {
 			return d, errdefs.InvalidArgument(field("uri"), "%q is not an http or https URL", *h.URI)
 		}
 		c.URI = *h.URI
-		if p := h.BatchSize; p != nil {
-			if *p < 1 || *p > MaxBatchSize {
-				return d, errdefs.InvalidArgument(field("batchSize"), "%d is outside 1..%d", *p, MaxBatchSize)
-			}
-			c.BatchSize = int(*p)
-		}
-		if p := h.BatchIntervalMillis; p != nil {
-			if *p < 0 || *p > MaxIntervalMilli {
-				return d, errdefs.InvalidArgument(field("batchIntervalMillis"), "%d is outside 0..%d", *p, int64(MaxIntervalMilli))
-			}
-			c.BatchInterval = time.Duration(*p) * time.Millisecond
-		}
-		if p := h.Priority; p != nil {
-			if *p < 1 || *p > 10 {
-				return d, errdefs.InvalidArgument(field("priority"), "%d is outside 1..10", *p)
-			}
-			c.Priority = *p
-		}
-		if p := h.StartSequenceNumber; p != nil {
-			if *p < 0 {
-				return d, errdefs.InvalidArgument(field("startSequenceNumber"), "%d is below 0", *p)
-			}
-			c.StartSequenceNumber = *p
-		}
-		if h.Disabled != nil {
-			c.Disabled = *h.Disabled
-		}
 		if p := h.ExportFormat; p != nil {
 			if *p != int64(RawNotBatched) && *p != int64(JSONBatched) {
 				return d, errdefs.InvalidArgument(field("exportFormat"), "%d is neither RAW_NOT_BATCHED (0) nor JSON_BATCHED (1)", *p)
@@ -141,5 +207,54 @@ func Parse(raw []byte) (Definition, error) {
 		}
 		d.HTTP = append(d.HTTP, c)
 	}
+	for i, j := range w.JetStream {
+		field := func(f string) string { return fmt.Sprintf("definition.exportDefinition.jetstream[%d].%s", i, f) }
+		cm, err := wireCommon{j.Identifier, j.BatchSize, j.BatchIntervalMillis, j.Priority, j.StartSequenceNumber, j.Disabled}.check(field, seen)
+		if err != nil {
+			return d, err
+		}
+		c := JetStreamConfig{Identifier: cm.Identifier, BatchSize: cm.BatchSize, BatchInterval: cm.BatchInterval,
+			Priority: cm.Priority, StartSequenceNumber: cm.StartSequenceNumber, Disabled: cm.Disabled}
+		if j.URL == nil || strings.TrimSpace(*j.URL) == "" {
+			return d, errdefs.InvalidArgument(field("url"), "is required")
+		}
+		for _, s := range strings.Split(*j.URL, ",") {
+			u, err := url.Parse(strings.TrimSpace(s))
+			if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
+				return d, errdefs.InvalidArgument(field("url"), "%q is not a nats:// or tls:// URL", strings.TrimSpace(s))
+			}
+		}
+		c.URLs = *j.URL
+		if j.Subject == nil || !validSubject(*j.Subject) {
+			return d, errdefs.InvalidArgument(field("subject"), "is required: dot-separated tokens without spaces or wildcards")
+		}
+		c.Subject = *j.Subject
+		if j.Stream != nil && *j.Stream != "" {
+			if strings.ContainsAny(*j.Stream, " \t\r\n.*>/\\") || len(*j.Stream) > 255 {
+				return d, errdefs.InvalidArgument(field("stream"), "%q is not a JetStream stream name (no spaces, '.', '*', '>', '/', '\\')", *j.Stream)
+			}
+			c.Stream = *j.Stream
+		}
+		if j.CredsFile != nil {
+			if *j.CredsFile == "" {
+				return d, errdefs.InvalidArgument(field("credsFile"), "is empty")
+			}
+			c.CredsFile = *j.CredsFile
+		}
+		d.JetStream = append(d.JetStream, c)
+	}
 	return d, nil
+}
+
+// validSubject accepts a subject one can publish to.
+func validSubject(s string) bool {
+	if s == "" || strings.ContainsAny(s, " \t\r\n") {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+	}
+	return true
 }

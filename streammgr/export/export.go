@@ -23,7 +23,8 @@ const (
 	// DefaultBackoffMax bounds the retry delay (v1 retried at up to
 	// 5-minute intervals).
 	DefaultBackoffMax = 5 * time.Minute
-	// DefaultRequestTimeout bounds one POST.
+	// DefaultRequestTimeout bounds one POST, and the wait for a JetStream
+	// batch's publish acks.
 	DefaultRequestTimeout = time.Minute
 	// maxBatchBytes stops collecting a batch early: with the store's own
 	// bound on one read, a batch holds at most about twice this plus one
@@ -40,7 +41,11 @@ type Options struct {
 	Log   *slog.Logger
 	// Client sends the POSTs (DefaultRequestTimeout when nil).
 	Client *http.Client
-	// BackoffBase and BackoffMax shape the retry delays (defaults above).
+	// AckTimeout bounds the wait for a JetStream batch's publish acks
+	// (DefaultRequestTimeout when 0).
+	AckTimeout time.Duration
+	// BackoffBase and BackoffMax shape the retry delays (defaults above),
+	// JetStream's reconnects included.
 	BackoffBase, BackoffMax time.Duration
 	// Now replaces time.Now (the store's clock, for the batch interval and
 	// lastExportTime).
@@ -79,6 +84,9 @@ func New(o Options) *Manager {
 		o.Client = &http.Client{Timeout: DefaultRequestTimeout,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = DefaultRequestTimeout
+	}
 	if o.BackoffBase <= 0 {
 		o.BackoffBase = DefaultBackoffBase
 	}
@@ -113,12 +121,20 @@ func (m *Manager) Sync(stream string) error {
 	}
 	old := map[string]*exporter{}
 	for _, e := range m.streams[stream] {
-		old[e.cfg.Identifier] = e
+		old[e.id] = e
+	}
+	var cfgs []config
+	for _, c := range def.HTTP {
+		cfgs = append(cfgs, c)
+	}
+	for _, c := range def.JetStream {
+		cfgs = append(cfgs, c)
 	}
 	var now []*exporter
-	for _, c := range def.HTTP {
-		if e := old[c.Identifier]; e != nil {
-			delete(old, c.Identifier)
+	for _, c := range cfgs {
+		id := c.common().Identifier
+		if e := old[id]; e != nil {
+			delete(old, id)
 			// An exporter that ended by itself saw its stream deleted: one
 			// created again under the name starts afresh.
 			if e.cfg == c && !e.exited() {
@@ -128,7 +144,7 @@ func (m *Manager) Sync(stream string) error {
 			e.stop()
 		}
 		e := m.newExporter(stream, c)
-		if !c.Disabled {
+		if !c.common().Disabled {
 			e.start()
 		}
 		now = append(now, e)
@@ -191,10 +207,34 @@ type progress struct {
 	Messages int64 `json:"exportedMessagesCount"`
 }
 
+// config is one export configuration of any kind (HTTPConfig,
+// JetStreamConfig); comparable, so an unchanged one keeps running.
+type config interface {
+	common() common
+	// newSender is called on the exporter's goroutine.
+	newSender(e *exporter) sender
+}
+
+// sender delivers batches to one destination.
+type sender interface {
+	// send returns nil once the destination acknowledged every message.
+	send(ctx context.Context, msgs []store.Message) error
+	close()
+}
+
+func (c HTTPConfig) common() common {
+	return common{Identifier: c.Identifier, BatchSize: c.BatchSize, BatchInterval: c.BatchInterval,
+		Priority: c.Priority, StartSequenceNumber: c.StartSequenceNumber, Disabled: c.Disabled}
+}
+
+func (c HTTPConfig) newSender(e *exporter) sender { return httpSender{e: e, cfg: c} }
+
 type exporter struct {
 	m      *Manager
 	stream string
-	cfg    HTTPConfig
+	cfg    config
+	id     string
+	batch  common // cfg.common()
 	log    *slog.Logger
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -205,10 +245,11 @@ type exporter struct {
 	skipped string // the last messages lost to the stream's limits
 }
 
-func (m *Manager) newExporter(stream string, c HTTPConfig) *exporter {
-	e := &exporter{m: m, stream: stream, cfg: c, p: progress{Last: -1},
-		log: m.o.Log.With("stream", stream, "export", c.Identifier)}
-	b, err := m.o.Store.ReadExportState(stream, c.Identifier)
+func (m *Manager) newExporter(stream string, c config) *exporter {
+	cm := c.common()
+	e := &exporter{m: m, stream: stream, cfg: c, id: cm.Identifier, batch: cm, p: progress{Last: -1},
+		log: m.o.Log.With("stream", stream, "export", cm.Identifier)}
+	b, err := m.o.Store.ReadExportState(stream, cm.Identifier)
 	if err != nil {
 		e.log.Error("export progress unreadable; exporting from startSequenceNumber", "err", err)
 	} else if b != nil {
@@ -257,7 +298,7 @@ func (e *exporter) status() Status {
 	if msg == "" {
 		msg = e.skipped
 	}
-	return Status{Identifier: e.cfg.Identifier, LastExportedSequenceNumber: e.p.Last, LastExportTime: e.p.Time,
+	return Status{Identifier: e.id, LastExportedSequenceNumber: e.p.Last, LastExportTime: e.p.Time,
 		ErrorMessage: msg, ExportedBytesFromStream: e.p.Bytes, ExportedMessagesCount: e.p.Messages}
 }
 
@@ -269,8 +310,14 @@ func (e *exporter) setFailure(msg string) {
 
 func (e *exporter) run(ctx context.Context) {
 	defer close(e.done)
+	snd := e.cfg.newSender(e)
+	defer snd.close()
+	perMessage := false
+	if h, ok := e.cfg.(HTTPConfig); ok {
+		perMessage = h.Format == RawNotBatched
+	}
 	e.mu.Lock()
-	next := max(e.cfg.StartSequenceNumber, e.p.Last+1)
+	next := max(e.batch.StartSequenceNumber, e.p.Last+1)
 	e.mu.Unlock()
 	delay := e.m.o.BackoffBase
 	for ctx.Err() == nil {
@@ -296,13 +343,13 @@ func (e *exporter) run(ctx context.Context) {
 			e.skipped = msg
 			e.mu.Unlock()
 		}
-		if e.cfg.Format == RawNotBatched {
+		if perMessage {
 			for i := range batch {
-				if !e.deliver(ctx, batch[i:i+1]) {
+				if !e.deliver(ctx, snd, batch[i:i+1]) {
 					return
 				}
 			}
-		} else if !e.deliver(ctx, batch) {
+		} else if !e.deliver(ctx, snd, batch) {
 			return
 		}
 		next = batch[len(batch)-1].Seq + 1
@@ -316,7 +363,7 @@ func (e *exporter) collect(ctx context.Context, next int64) ([]store.Message, er
 	st := e.m.o.Store
 	var batch []store.Message
 	for {
-		msgs, err := st.Read(ctx, e.stream, store.ReadOptions{Start: next, Min: 1, Max: int64(e.cfg.BatchSize), Timeout: longPoll})
+		msgs, err := st.Read(ctx, e.stream, store.ReadOptions{Start: next, Min: 1, Max: int64(e.batch.BatchSize), Timeout: longPoll})
 		if errors.Is(err, store.ErrNotEnough) {
 			continue
 		}
@@ -326,21 +373,21 @@ func (e *exporter) collect(ctx context.Context, next int64) ([]store.Message, er
 		batch = msgs
 		break
 	}
-	if e.cfg.BatchInterval <= 0 {
+	if e.batch.BatchInterval <= 0 {
 		return batch, nil
 	}
-	deadline := time.UnixMilli(batch[0].Time).Add(e.cfg.BatchInterval)
+	deadline := time.UnixMilli(batch[0].Time).Add(e.batch.BatchInterval)
 	size := 0
 	for _, m := range batch {
 		size += len(m.Payload)
 	}
-	for len(batch) < e.cfg.BatchSize && size < maxBatchBytes {
+	for len(batch) < e.batch.BatchSize && size < maxBatchBytes {
 		wait := deadline.Sub(e.m.o.Now())
 		if wait <= 0 {
 			break
 		}
 		msgs, err := st.Read(ctx, e.stream, store.ReadOptions{Start: batch[len(batch)-1].Seq + 1, Min: 1,
-			Max: int64(e.cfg.BatchSize - len(batch)), Timeout: wait})
+			Max: int64(e.batch.BatchSize - len(batch)), Timeout: wait})
 		if errors.Is(err, store.ErrNotEnough) {
 			break
 		}
@@ -357,10 +404,10 @@ func (e *exporter) collect(ctx context.Context, next int64) ([]store.Message, er
 
 // deliver sends msgs until a destination acknowledges them (true) or ctx
 // ends (false), then records the progress.
-func (e *exporter) deliver(ctx context.Context, msgs []store.Message) bool {
+func (e *exporter) deliver(ctx context.Context, snd sender, msgs []store.Message) bool {
 	delay := e.m.o.BackoffBase
 	for attempt := 1; ; attempt++ {
-		err := e.post(ctx, msgs)
+		err := snd.send(ctx, msgs)
 		if err == nil {
 			break
 		}
@@ -387,7 +434,7 @@ func (e *exporter) deliver(ctx context.Context, msgs []store.Message) bool {
 	e.failure = ""
 	b, _ := json.Marshal(e.p)
 	e.mu.Unlock()
-	if err := e.m.o.Store.WriteExportState(e.stream, e.cfg.Identifier, b); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := e.m.o.Store.WriteExportState(e.stream, e.id, b); err != nil && !errors.Is(err, store.ErrNotFound) {
 		// The destination has the messages; a restart sends them again.
 		e.log.Error("export progress not saved", "err", err)
 		e.setFailure(fmt.Sprintf("progress not saved (messages up to %d may be sent again after a restart): %v", msgs[len(msgs)-1].Seq, err))
@@ -404,10 +451,18 @@ type jsonMessage struct {
 	Payload        []byte `json:"payload"`
 }
 
-func (e *exporter) post(ctx context.Context, msgs []store.Message) error {
+type httpSender struct {
+	e   *exporter
+	cfg HTTPConfig
+}
+
+func (httpSender) close() {}
+
+func (h httpSender) send(ctx context.Context, msgs []store.Message) error {
+	e := h.e
 	var body []byte
 	ctype := "application/octet-stream"
-	if e.cfg.Format == RawNotBatched {
+	if h.cfg.Format == RawNotBatched {
 		body = msgs[0].Payload
 	} else {
 		out := make([]jsonMessage, len(msgs))
@@ -420,7 +475,7 @@ func (e *exporter) post(ctx context.Context, msgs []store.Message) error {
 		}
 		ctype = "application/json"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.cfg.URI, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URI, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -436,7 +491,7 @@ func (e *exporter) post(ctx context.Context, msgs []store.Message) error {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("POST %s: HTTP %s", e.cfg.URI, resp.Status)
+		return fmt.Errorf("POST %s: HTTP %s", h.cfg.URI, resp.Status)
 	}
 	return nil
 }

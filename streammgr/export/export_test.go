@@ -182,7 +182,7 @@ func (r *rig) open() {
 		r.t.Fatal(err)
 	}
 	r.st = st
-	r.m = export.New(export.Options{Store: st, BackoffBase: 5 * time.Millisecond, BackoffMax: 40 * time.Millisecond})
+	r.m = export.New(export.Options{Store: st, BackoffBase: 5 * time.Millisecond, BackoffMax: 40 * time.Millisecond, AckTimeout: 5 * time.Second})
 	for _, n := range st.List() {
 		if err := r.m.Sync(n); err != nil {
 			r.t.Fatal(err)

@@ -2,7 +2,9 @@
 // (group Runtime "go" or "executable") becomes a Greengrass v1 function by
 // calling Start with its handler. It speaks the v1 Core SDK IPC the
 // Python and Node.js runtimes speak (spec section 1): work items, results,
-// publish through GGRouter, invoke, shadow and secrets calls.
+// publish through GGRouter, invoke, shadow and secrets calls. The stream
+// manager has its own client, package
+// github.com/evergreen-edge/evergreen/streammgr/client.
 package ggsdk
 
 import (
