@@ -50,29 +50,42 @@ func bindings(l config.Listen, e *Endpoints) []binding {
 }
 
 // Resolve replaces every port 0 in the configured listen addresses with a
-// port that is free now.
+// port that is free now. The probe listeners stay open until every port is
+// picked, so two listeners never get the same port (closing each probe
+// before the next let the kernel hand the same port out twice).
 func Resolve(l config.Listen) (Endpoints, error) {
 	var e Endpoints
+	var probes []net.Listener
+	defer func() {
+		for _, p := range probes {
+			p.Close()
+		}
+	}()
 	for _, x := range bindings(l, &e) {
 		if x.in == "" {
 			continue
 		}
-		a, err := resolveOne(x.in)
+		a, probe, err := resolveOne(x.in)
 		if err != nil {
 			return Endpoints{}, fmt.Errorf("evergreen.listen.%s: %w", x.key, err)
+		}
+		if probe != nil {
+			probes = append(probes, probe)
 		}
 		*x.out = a
 	}
 	return e, nil
 }
 
-func resolveOne(addr string) (string, error) {
+// resolveOne returns addr with port 0 replaced and the open listener that
+// holds the port (nil when addr names its port).
+func resolveOne(addr string) (string, net.Listener, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if port != "0" {
-		return addr, nil
+		return addr, nil, nil
 	}
 	probe := host
 	if probe == "" || probe == "0.0.0.0" || probe == "::" {
@@ -80,11 +93,10 @@ func resolveOne(addr string) (string, error) {
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(probe, "0"))
 	if err != nil {
-		return "", fmt.Errorf("pick a free port for %s: %w", addr, err)
+		return "", nil, fmt.Errorf("pick a free port for %s: %w", addr, err)
 	}
-	defer l.Close()
 	_, p, _ := net.SplitHostPort(l.Addr().String())
-	return net.JoinHostPort(host, p), nil
+	return net.JoinHostPort(host, p), l, nil
 }
 
 // Write stores e atomically at path.
@@ -126,13 +138,22 @@ func Ensure(path string, l config.Listen) (Endpoints, error) {
 		return e, err
 	}
 	added := false
+	var probes []net.Listener
+	defer func() {
+		for _, p := range probes {
+			p.Close()
+		}
+	}()
 	for _, x := range bindings(l, &e) {
 		if x.in == "" || *x.out != "" {
 			continue
 		}
-		a, err := resolveOne(x.in)
+		a, probe, err := resolveOne(x.in)
 		if err != nil {
 			return Endpoints{}, fmt.Errorf("evergreen.listen.%s: %w", x.key, err)
+		}
+		if probe != nil {
+			probes = append(probes, probe)
 		}
 		*x.out, added = a, true
 	}

@@ -89,3 +89,27 @@ func TestEnsure(t *testing.T) {
 		t.Fatalf("Read = %+v, %v; want the upgraded %+v", read, err, upgraded)
 	}
 }
+
+// Every port-0 listener gets its own port. Closing each probe before the
+// next one let the kernel pick the same port twice (CI saw streams and
+// discovery collide); the probes are now held until all are picked.
+func TestResolveNeverRepeatsAPort(t *testing.T) {
+	l := config.Listen{
+		MQTT: "127.0.0.1:0", IPC: "127.0.0.1:0", Streams: "127.0.0.1:0", Bus: "127.0.0.1:0",
+		HTTP: "127.0.0.1:0", Discovery: "127.0.0.1:0", GRPC: "127.0.0.1:0",
+	}
+	for i := 0; i < 200; i++ {
+		e, err := endpoints.Resolve(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]string{}
+		for name, a := range map[string]string{"mqtt": e.MQTT, "ipc": e.IPC, "streams": e.Streams, "bus": e.Bus, "http": e.HTTP, "discovery": e.Discovery, "grpc": e.GRPC} {
+			p := port(t, a)
+			if other, dup := seen[p]; dup {
+				t.Fatalf("round %d: %s and %s both got port %s", i, name, other, p)
+			}
+			seen[p] = name
+		}
+	}
+}
