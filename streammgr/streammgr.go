@@ -86,8 +86,15 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		return fmt.Errorf("stream store: %w", err)
 	}
 	s.store = st
+	sc := env.Config.Evergreen.Streams
 	s.exports = export.New(export.Options{Store: st, Log: env.Log.With("component", "export"), Now: s.opts.Now,
-		BackoffBase: s.opts.ExportBackoffBase, BackoffMax: s.opts.ExportBackoffMax})
+		BackoffBase: s.opts.ExportBackoffBase, BackoffMax: s.opts.ExportBackoffMax,
+		AWS: export.AWSOptions{Region: env.Config.StreamsRegion(), S3ForcePathStyle: sc.AWS.S3ForcePathStyle,
+			Endpoints: map[string]string{
+				export.ServiceS3: sc.AWS.S3Endpoint, export.ServiceKinesis: sc.AWS.KinesisEndpoint,
+				export.ServiceIoTAnalytics: sc.AWS.IoTAnalyticsEndpoint, export.ServiceIoTSiteWise: sc.AWS.IoTSiteWiseEndpoint,
+			}},
+	})
 	for _, n := range st.List() {
 		if err := s.exports.Sync(n); err != nil {
 			env.Log.Error("stream exports not started", "stream", n, "err", err)

@@ -50,6 +50,8 @@ type Options struct {
 	// Now replaces time.Now (the store's clock, for the batch interval and
 	// lastExportTime).
 	Now func() time.Time
+	// AWS configures the S3, Kinesis, IoT Analytics and SiteWise exports.
+	AWS AWSOptions
 }
 
 // Manager runs the exports of every stream. Lock order: Manager.mu, then
@@ -60,6 +62,8 @@ type Manager struct {
 	mu      sync.Mutex
 	streams map[string][]*exporter // in the definition's order
 	closed  bool
+
+	aws awsState
 }
 
 // Status is one export's ExportStatus.

@@ -201,6 +201,36 @@ type Streams struct {
 	// clients whose Connect carries a token the runtime issued to a running
 	// function are served (default true); false serves any local process.
 	AuthenticateClient bool `json:"authenticateClient"`
+	// ExporterMaxBandwidthKbps is v1's STREAM_MANAGER_EXPORTER_MAX_BANDWIDTH:
+	// the exports' combined upload rate in kbit/s; 0 (default) is unlimited.
+	ExporterMaxBandwidthKbps int64 `json:"exporterMaxBandwidthKbps"`
+	// ExporterThreadPoolSize is v1's STREAM_MANAGER_EXPORTER_THREAD_POOL_SIZE:
+	// how many exports send at once (default 5); the others wait, highest
+	// priority first.
+	ExporterThreadPoolSize int `json:"exporterThreadPoolSize"`
+	// S3MultipartMinPartSizeBytes is v1's
+	// STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES
+	// (default and minimum 5242880).
+	S3MultipartMinPartSizeBytes int64 `json:"s3MultipartMinPartSizeBytes"`
+	// AWS configures the S3, Kinesis, IoT Analytics and SiteWise exports.
+	AWS StreamsAWS `json:"aws,omitzero"`
+}
+
+// StreamsAWS is where the AWS exports send. Credentials come from the AWS
+// SDK's standard chain (environment, shared files, container or instance
+// role).
+type StreamsAWS struct {
+	// Region defaults to the core thing ARN's region.
+	Region string `json:"region,omitempty"`
+	// Endpoint URLs override a service's (an S3-compatible store, a VPC
+	// endpoint); empty means AWS's own.
+	S3Endpoint           string `json:"s3Endpoint,omitempty"`
+	KinesisEndpoint      string `json:"kinesisEndpoint,omitempty"`
+	IoTAnalyticsEndpoint string `json:"iotAnalyticsEndpoint,omitempty"`
+	IoTSiteWiseEndpoint  string `json:"iotSiteWiseEndpoint,omitempty"`
+	// S3ForcePathStyle addresses buckets by path (most S3-compatible stores
+	// need it).
+	S3ForcePathStyle bool `json:"s3ForcePathStyle,omitempty"`
 }
 
 // ConnectivityEntry is one way for devices to reach the core's MQTT server,
@@ -330,7 +360,8 @@ func Default() *Config {
 			},
 			IPDetector: IPDetector{AutoDetect: true},
 			Shadow:     Shadow{MaxStateBytes: 8192},
-			Streams:    Streams{AuthenticateClient: true},
+			Streams: Streams{AuthenticateClient: true, ExporterThreadPoolSize: 5,
+				S3MultipartMinPartSizeBytes: 5242880},
 			Runtime:    EvergreenRuntime{ContainerdAddress: "/run/containerd/containerd.sock"},
 			Logging: Logging{
 				Level:        "info",
@@ -662,3 +693,16 @@ func (c *Config) CoreThingName() string {
 
 // CloudEnabled reports whether a cloud endpoint (coreThing.iotHost) is set.
 func (c *Config) CloudEnabled() bool { return c.CoreThing.IotHost != "" }
+
+// StreamsRegion is the AWS region of the stream manager's AWS exports:
+// evergreen.streams.aws.region, else the core thing ARN's region, else "".
+func (c *Config) StreamsRegion() string {
+	if r := c.Evergreen.Streams.AWS.Region; r != "" {
+		return r
+	}
+	// arn:<partition>:iot:<region>:<account>:thing/<name>
+	if parts := strings.SplitN(c.CoreThing.ThingArn, ":", 6); len(parts) == 6 && parts[2] == "iot" {
+		return parts[3]
+	}
+	return ""
+}

@@ -36,6 +36,10 @@ func TestParseRejects(t *testing.T) {
 		{"keepAlive low", `{"coreThing":{"keepAlive":29}}`, "coreThing.keepAlive", "coreThing.keepAlive: 29 is out of range 30..1200"},
 		{"keepAlive high", `{"coreThing":{"keepAlive":1201}}`, "coreThing.keepAlive", ""},
 		{"keepAlive null", `{"coreThing":{"keepAlive":null}}`, "coreThing.keepAlive", "coreThing.keepAlive: null has the wrong type: want integer"},
+		{"streams part size", `{"evergreen":{"streams":{"s3MultipartMinPartSizeBytes":1024}}}`, "evergreen.streams.s3MultipartMinPartSizeBytes", "evergreen.streams.s3MultipartMinPartSizeBytes: 1024 is out of range 5242880..5368709120"},
+		{"streams pool", `{"evergreen":{"streams":{"exporterThreadPoolSize":0}}}`, "evergreen.streams.exporterThreadPoolSize", "evergreen.streams.exporterThreadPoolSize: 0 is out of range 1..64"},
+		{"streams region", `{"evergreen":{"streams":{"aws":{"region":"US East"}}}}`, "evergreen.streams.aws.region", ""},
+		{"streams endpoint", `{"evergreen":{"streams":{"aws":{"s3Endpoint":"minio:9000"}}}}`, "evergreen.streams.aws.s3Endpoint", ""},
 		{"iotMqttPort", `{"coreThing":{"iotMqttPort":70000}}`, "coreThing.iotMqttPort", "coreThing.iotMqttPort: 70000 is out of range 1..65535"},
 		{"iotHttpPort", `{"coreThing":{"iotHttpPort":80}}`, "coreThing.iotHttpPort", "coreThing.iotHttpPort: 80 is not one of 8443, 443"},
 		{"ggHttpPort", `{"coreThing":{"ggHttpPort":8883}}`, "coreThing.ggHttpPort", ""},
@@ -669,5 +673,24 @@ func TestKnownDaemonsCopy(t *testing.T) {
 	k[0] = "changed"
 	if config.KnownDaemons()[0] == "changed" {
 		t.Fatal("KnownDaemons exposes its backing array")
+	}
+}
+
+// The stream manager's AWS region is the configured one, else the core
+// thing ARN's.
+func TestStreamsRegion(t *testing.T) {
+	c, err := config.Parse([]byte(`{"coreThing":{"thingArn":"arn:aws:iot:eu-west-1:123456789012:thing/core"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.StreamsRegion(); got != "eu-west-1" {
+		t.Fatalf("region from the thing ARN: %q", got)
+	}
+	c.Evergreen.Streams.AWS.Region = "us-west-2"
+	if got := c.StreamsRegion(); got != "us-west-2" {
+		t.Fatalf("configured region: %q", got)
+	}
+	if d := config.Default(); d.Evergreen.Streams.ExporterThreadPoolSize != 5 || d.Evergreen.Streams.S3MultipartMinPartSizeBytes != 5242880 {
+		t.Fatalf("defaults: %+v", d.Evergreen.Streams)
 	}
 }

@@ -258,3 +258,22 @@ func checkListenClash(l *Listen, path string) error {
 	}
 	return nil
 }
+
+// regionProblem accepts an AWS region name such as us-east-1 or
+// cn-north-1: lowercase letters, digits and dashes.
+func regionProblem(s string) string {
+	if len(s) > 32 || !allOf(s, func(r rune) bool { return r == '-' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' }) ||
+		!strings.Contains(s, "-") {
+		return "is not an AWS region name (like us-east-1)"
+	}
+	return ""
+}
+
+// endpointURLProblem accepts an http:// or https:// URL with a host.
+func endpointURLProblem(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		return "is not an http:// or https:// URL with a host"
+	}
+	return ""
+}

@@ -586,7 +586,24 @@ func evergreenFields(eg *Evergreen) []field {
 			return []field{{"maxStateBytes", intRange(&eg.Shadow.MaxStateBytes, 1024, 30720)}}
 		}}},
 		{"streams", &object{fields: func() []field {
-			return []field{{"authenticateClient", &boolean{&eg.Streams.AuthenticateClient}}}
+			st := &eg.Streams
+			return []field{
+				{"authenticateClient", &boolean{&st.AuthenticateClient}},
+				{"exporterMaxBandwidthKbps", &integer[int64]{p: &st.ExporterMaxBandwidthKbps, lo: 0, hi: 100 << 20}},
+				{"exporterThreadPoolSize", intRange(&st.ExporterThreadPoolSize, 1, 64)},
+				{"s3MultipartMinPartSizeBytes", &integer[int64]{p: &st.S3MultipartMinPartSizeBytes, lo: 5242880, hi: 5 << 30}},
+				{"aws", &object{fields: func() []field {
+					a := &st.AWS
+					return []field{
+						{"region", optionalText(&a.Region, regionProblem)},
+						{"s3Endpoint", optionalText(&a.S3Endpoint, endpointURLProblem)},
+						{"kinesisEndpoint", optionalText(&a.KinesisEndpoint, endpointURLProblem)},
+						{"iotAnalyticsEndpoint", optionalText(&a.IoTAnalyticsEndpoint, endpointURLProblem)},
+						{"iotSiteWiseEndpoint", optionalText(&a.IoTSiteWiseEndpoint, endpointURLProblem)},
+						{"s3ForcePathStyle", &boolean{&a.S3ForcePathStyle}},
+					}
+				}}},
+			}
 		}}},
 		{"connectivity", &objectList[ConnectivityEntry]{
 			p:      &eg.Connectivity,
