@@ -89,6 +89,9 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	sc := env.Config.Evergreen.Streams
 	s.exports = export.New(export.Options{Store: st, Log: env.Log.With("component", "export"), Now: s.opts.Now,
 		BackoffBase: s.opts.ExportBackoffBase, BackoffMax: s.opts.ExportBackoffMax,
+		// v1's exporter thread pool and bandwidth limit (kbit/s; kilo is 1000).
+		ThreadPoolSize: sc.ExporterThreadPoolSize, MaxBandwidth: sc.ExporterMaxBandwidthKbps * 1000,
+		S3MinPartSize: sc.S3MultipartMinPartSizeBytes,
 		AWS: export.AWSOptions{Region: env.Config.StreamsRegion(), S3ForcePathStyle: sc.AWS.S3ForcePathStyle,
 			Endpoints: map[string]string{
 				export.ServiceS3: sc.AWS.S3Endpoint, export.ServiceKinesis: sc.AWS.KinesisEndpoint,

@@ -51,12 +51,13 @@ type MessageStreamDefinition struct {
 	ExportDefinition  *ExportDefinition
 }
 
-// ExportDefinition is v1's ExportDefinition. Only the HTTP export has a
-// type here; the other kinds a described stream holds are kept as they
+// ExportDefinition is v1's ExportDefinition. The HTTP and S3 exports have
+// types here; the other kinds a described stream holds are kept as they
 // came, so that a definition read with DescribeMessageStream and written
 // back with UpdateMessageStream keeps them.
 type ExportDefinition struct {
-	HTTP []HTTPConfig
+	HTTP           []HTTPConfig
+	S3TaskExecutor []S3ExportTaskExecutorConfig
 
 	other map[string]cbor.RawMessage
 }
@@ -69,6 +70,9 @@ func (e ExportDefinition) MarshalCBOR() ([]byte, error) {
 	}
 	if len(e.HTTP) > 0 {
 		m["http"] = e.HTTP
+	}
+	if len(e.S3TaskExecutor) > 0 {
+		m["s3TaskExecutor"] = e.S3TaskExecutor
 	}
 	return protocol.Encode(m)
 }
@@ -85,6 +89,12 @@ func (e *ExportDefinition) UnmarshalCBOR(b []byte) error {
 			return fmt.Errorf("http: %w", err)
 		}
 		delete(m, "http")
+	}
+	if s, ok := m["s3TaskExecutor"]; ok {
+		if err := decode(s, &e.S3TaskExecutor); err != nil {
+			return fmt.Errorf("s3TaskExecutor: %w", err)
+		}
+		delete(m, "s3TaskExecutor")
 	}
 	if len(m) > 0 {
 		e.other = m

@@ -1,8 +1,10 @@
 // Package export runs a stream's exports (v1's ExportDefinition): one
 // goroutine per export configuration reads the stream from the store,
 // batches, sends, and records its progress beside the stream's data.
-// HTTP and JetStream (an Evergreen extension) run; the other kinds are
-// stored and returned but not run (their statuses are absent).
+// Every kind runs: HTTP, JetStream (an Evergreen extension), S3, Kinesis,
+// IoT Analytics and IoT SiteWise; their sends share one pool of
+// Options.ThreadPoolSize slots, granted by priority, and one bandwidth
+// limit (gate.go).
 package export
 
 import (
@@ -71,6 +73,11 @@ type JetStreamConfig struct {
 type Definition struct {
 	HTTP      []HTTPConfig
 	JetStream []JetStreamConfig
+	S3        []S3Config
+	// Kinesis, IoTAnalytics and IoTSiteWise: see awsconfig.go.
+	Kinesis      []KinesisConfig
+	IoTAnalytics []IoTAnalyticsConfig
+	IoTSiteWise  []IoTSiteWiseConfig
 }
 
 type wireHTTP struct {
@@ -100,6 +107,11 @@ type wireJetStream struct {
 type wireDefinition struct {
 	HTTP      []wireHTTP      `cbor:"http"`
 	JetStream []wireJetStream `cbor:"jetstream"`
+	S3        []wireS3        `cbor:"s3TaskExecutor"`
+	// IotSitewise is v1's capitalisation on the wire.
+	Kinesis      []wireKinesis      `cbor:"kinesis"`
+	IoTAnalytics []wireIoTAnalytics `cbor:"iotAnalytics"`
+	IoTSiteWise  []wireIoTSiteWise  `cbor:"IotSitewise"`
 }
 
 // wireCommon is what every kind's configuration shares.
@@ -242,6 +254,16 @@ func Parse(raw []byte) (Definition, error) {
 			c.CredsFile = *j.CredsFile
 		}
 		d.JetStream = append(d.JetStream, c)
+	}
+	for i, s := range w.S3 {
+		c, err := s.parse(i, seen)
+		if err != nil {
+			return d, err
+		}
+		d.S3 = append(d.S3, c)
+	}
+	if err := w.parseAWS(&d, seen); err != nil {
+		return d, err
 	}
 	return d, nil
 }

@@ -39,7 +39,8 @@ const (
 type Options struct {
 	Store *store.Store
 	Log   *slog.Logger
-	// Client sends the POSTs (DefaultRequestTimeout when nil).
+	// Client sends the HTTP exports' POSTs and the AWS exports' requests
+	// (DefaultRequestTimeout when nil).
 	Client *http.Client
 	// AckTimeout bounds the wait for a JetStream batch's publish acks
 	// (DefaultRequestTimeout when 0).
@@ -52,6 +53,20 @@ type Options struct {
 	Now func() time.Time
 	// AWS configures the S3, Kinesis, IoT Analytics and SiteWise exports.
 	AWS AWSOptions
+	// S3MinPartSize is the smallest part of an S3 multipart upload and the
+	// smallest multipart threshold (v1's
+	// STREAM_MANAGER_EXPORTER_S3_DESTINATION_MULTIPART_UPLOAD_MIN_PART_SIZE_BYTES;
+	// DefaultS3MinPartSize when 0).
+	S3MinPartSize int64
+	// ThreadPoolSize bounds the sends running at once across every export
+	// of every stream (v1's STREAM_MANAGER_EXPORTER_THREAD_POOL_SIZE;
+	// DefaultThreadPoolSize when 0); waiting exports get a slot by
+	// priority, 1 first.
+	ThreadPoolSize int
+	// MaxBandwidth bounds the upload rate of all exports together, in
+	// bits per second (v1's STREAM_MANAGER_EXPORTER_MAX_BANDWIDTH, which
+	// is in kbit/s); 0 is unlimited.
+	MaxBandwidth int64
 }
 
 // Manager runs the exports of every stream. Lock order: Manager.mu, then
@@ -63,7 +78,8 @@ type Manager struct {
 	streams map[string][]*exporter // in the definition's order
 	closed  bool
 
-	aws awsState
+	aws  awsState
+	gate *gate // the thread pool and bandwidth limit
 }
 
 // Status is one export's ExportStatus.
@@ -100,7 +116,10 @@ func New(o Options) *Manager {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Manager{o: o, streams: map[string][]*exporter{}}
+	if o.S3MinPartSize <= 0 {
+		o.S3MinPartSize = DefaultS3MinPartSize
+	}
+	return &Manager{o: o, streams: map[string][]*exporter{}, gate: newGate(o.ThreadPoolSize, o.MaxBandwidth)}
 }
 
 // Sync makes the running exports of stream match its stored definition:
@@ -132,6 +151,18 @@ func (m *Manager) Sync(stream string) error {
 		cfgs = append(cfgs, c)
 	}
 	for _, c := range def.JetStream {
+		cfgs = append(cfgs, c)
+	}
+	for _, c := range def.S3 {
+		cfgs = append(cfgs, c)
+	}
+	for _, c := range def.Kinesis {
+		cfgs = append(cfgs, c)
+	}
+	for _, c := range def.IoTAnalytics {
+		cfgs = append(cfgs, c)
+	}
+	for _, c := range def.IoTSiteWise {
 		cfgs = append(cfgs, c)
 	}
 	var now []*exporter
@@ -246,7 +277,11 @@ type exporter struct {
 	mu      sync.Mutex
 	p       progress
 	failure string // the last send or read failure, "" after a success
-	skipped string // the last messages lost to the stream's limits
+	skipped string // the last data lost: to the stream's limits, or refused for good by the destination
+
+	// refused holds the messages of the batch being delivered that the
+	// destination refused for good (refuse); only the goroutine uses it.
+	refused map[int64]bool
 }
 
 func (m *Manager) newExporter(stream string, c config) *exporter {
@@ -411,7 +446,7 @@ func (e *exporter) collect(ctx context.Context, next int64) ([]store.Message, er
 func (e *exporter) deliver(ctx context.Context, snd sender, msgs []store.Message) bool {
 	delay := e.m.o.BackoffBase
 	for attempt := 1; ; attempt++ {
-		err := snd.send(ctx, msgs)
+		err := e.sendGated(ctx, snd, msgs)
 		if err == nil {
 			break
 		}
@@ -432,9 +467,12 @@ func (e *exporter) deliver(ctx context.Context, snd sender, msgs []store.Message
 	e.p.Last = msgs[len(msgs)-1].Seq
 	e.p.Time = e.m.o.Now().UnixMilli()
 	for _, m := range msgs {
-		e.p.Bytes += int64(len(m.Payload))
+		if !e.refused[m.Seq] {
+			e.p.Bytes += int64(len(m.Payload))
+			e.p.Messages++
+		}
 	}
-	e.p.Messages += int64(len(msgs))
+	e.refused = nil
 	e.failure = ""
 	b, _ := json.Marshal(e.p)
 	e.mu.Unlock()
@@ -462,6 +500,9 @@ type httpSender struct {
 
 func (httpSender) close() {}
 
+// chargesItself: the body, not the payloads, is what a POST uploads.
+func (httpSender) chargesItself() {}
+
 func (h httpSender) send(ctx context.Context, msgs []store.Message) error {
 	e := h.e
 	var body []byte
@@ -478,6 +519,9 @@ func (h httpSender) send(ctx context.Context, msgs []store.Message) error {
 			return err
 		}
 		ctype = "application/json"
+	}
+	if err := e.charge(ctx, len(body)); err != nil {
+		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.URI, bytes.NewReader(body))
 	if err != nil {
