@@ -13,4 +13,5 @@ import "embed"
 //go:embed greengrass_common/*.py
 //go:embed greengrass_ipc_python_sdk/*.py greengrass_ipc_python_sdk/utils/*.py
 //go:embed greengrasssdk/*.py greengrasssdk/utils/*.py
+//go:embed greengrasssdk/stream_manager/*.py greengrasssdk/stream_manager/data/*.py
 var Files embed.FS

@@ -46,6 +46,13 @@ func TestFilesCarryEveryModule(t *testing.T) {
 		"greengrasssdk/IoTDataPlane.py",
 		"greengrasssdk/SecretsManager.py",
 		"greengrasssdk/utils/__init__.py",
+		"greengrasssdk/stream_manager/__init__.py",
+		"greengrasssdk/stream_manager/cbor.py",
+		"greengrasssdk/stream_manager/data/__init__.py",
+		"greengrasssdk/stream_manager/exceptions.py",
+		"greengrasssdk/stream_manager/model.py",
+		"greengrasssdk/stream_manager/streammanagerclient.py",
+		"greengrasssdk/stream_manager/util.py",
 	}
 	for _, name := range want {
 		if _, err := fs.Stat(Files, name); err != nil {

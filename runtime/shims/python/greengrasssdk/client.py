@@ -7,8 +7,9 @@ def client(client_type, *args, **kwargs):
     elif client_type == 'secretsmanager':
         from .SecretsManager import Client
     elif client_type == 'streammanager':
-        raise Exception("Client type 'streammanager' is not provided by the core's SDK; "
-                        "bundle greengrasssdk with stream_manager in the function package.")
+        # As in v1's SDK, the stream manager is not a client() type.
+        raise Exception("Client type 'streammanager' is not recognized; use "
+                        "greengrasssdk.stream_manager.StreamManagerClient() instead.")
     else:
         raise Exception('Client type {!r} is not recognized.'.format(client_type))
     return Client(*args, **kwargs)
