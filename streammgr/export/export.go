@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/streammgr/store"
@@ -80,6 +81,8 @@ type Manager struct {
 
 	aws  awsState
 	gate *gate // the thread pool and bandwidth limit
+	// s3MinPart is Options.S3MinPartSize as SetLimits last set it.
+	s3MinPart atomic.Int64
 }
 
 // Status is one export's ExportStatus.
@@ -119,7 +122,23 @@ func New(o Options) *Manager {
 	if o.S3MinPartSize <= 0 {
 		o.S3MinPartSize = DefaultS3MinPartSize
 	}
-	return &Manager{o: o, streams: map[string][]*exporter{}, gate: newGate(o.ThreadPoolSize, o.MaxBandwidth)}
+	m := &Manager{o: o, streams: map[string][]*exporter{}, gate: newGate(o.ThreadPoolSize, o.MaxBandwidth)}
+	m.s3MinPart.Store(o.S3MinPartSize)
+	return m
+}
+
+// SetLimits changes the thread pool size, the bandwidth limit (bits per
+// second, 0 unlimited) and the S3 minimum part size of running exports (a
+// deployment changed the group's GGStreamManager settings); 0 restores a
+// default. A smaller pool takes effect as sends end; a new bandwidth limit
+// applies from the next send.
+func (m *Manager) SetLimits(threadPoolSize int, bitsPerSecond, s3MinPartSize int64) {
+	m.gate.resize(threadPoolSize)
+	m.gate.setBandwidth(bitsPerSecond)
+	if s3MinPartSize <= 0 {
+		s3MinPartSize = DefaultS3MinPartSize
+	}
+	m.s3MinPart.Store(s3MinPartSize)
 }
 
 // Sync makes the running exports of stream match its stored definition:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/streammgr/store"
@@ -21,11 +22,14 @@ const DefaultThreadPoolSize = 5
 // for one send (a request and its answer, a JetStream batch and its acks),
 // not across a retry's backoff.
 type gate struct {
-	mu      sync.Mutex
+	mu   sync.Mutex
+	size int
+	// free is size minus the slots held; below 0 after a shrink, until
+	// enough sends end.
 	free    int
 	waiters []*slotWaiter // by priority, then arrival
 
-	bw *bucket // nil: unlimited
+	bw atomic.Pointer[bucket] // nil: unlimited
 }
 
 type slotWaiter struct {
@@ -40,11 +44,45 @@ func newGate(size int, bitsPerSecond int64) *gate {
 	if size <= 0 {
 		size = DefaultThreadPoolSize
 	}
-	g := &gate{free: size}
-	if bitsPerSecond > 0 {
-		g.bw = newBucket(float64(bitsPerSecond) / 8)
-	}
+	g := &gate{size: size, free: size}
+	g.setBandwidth(bitsPerSecond)
 	return g
+}
+
+// resize changes the number of slots (a deployment changed the thread
+// pool): more slots go to waiters at once; fewer take effect as sends end.
+func (g *gate) resize(size int) {
+	if size <= 0 {
+		size = DefaultThreadPoolSize
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.free += size - g.size
+	g.size = size
+	for g.free > 0 && len(g.waiters) > 0 {
+		g.free--
+		g.grantFirstLocked()
+	}
+}
+
+// setBandwidth replaces the bandwidth limit (0 unlimited); sends already
+// charged keep their charge.
+func (g *gate) setBandwidth(bitsPerSecond int64) {
+	if bitsPerSecond <= 0 {
+		g.bw.Store(nil)
+		return
+	}
+	if b := g.bw.Load(); b != nil && b.rate == float64(bitsPerSecond)/8 {
+		return
+	}
+	g.bw.Store(newBucket(float64(bitsPerSecond) / 8))
+}
+
+func (g *gate) grantFirstLocked() {
+	w := g.waiters[0]
+	g.waiters = g.waiters[1:]
+	w.granted = true
+	close(w.ready)
 }
 
 // acquire waits for a slot for an export of priority prio.
@@ -83,11 +121,8 @@ func (g *gate) acquire(ctx context.Context, prio int64) error {
 func (g *gate) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.waiters) > 0 {
-		w := g.waiters[0]
-		g.waiters = g.waiters[1:]
-		w.granted = true
-		close(w.ready)
+	if g.free >= 0 && len(g.waiters) > 0 {
+		g.grantFirstLocked()
 		return
 	}
 	g.free++
@@ -170,8 +205,9 @@ func (e *exporter) sendGated(ctx context.Context, snd sender, msgs []store.Messa
 
 // charge waits until the bandwidth limit allows n more bytes uploaded.
 func (e *exporter) charge(ctx context.Context, n int) error {
-	if e.m.gate.bw == nil {
+	b := e.m.gate.bw.Load()
+	if b == nil {
 		return nil
 	}
-	return e.m.gate.bw.take(ctx, n)
+	return b.take(ctx, n)
 }

@@ -209,3 +209,61 @@ func TestBandwidthLimitHoldsTheRate(t *testing.T) {
 		t.Fatalf("uploaded at %.0f bytes/s, far below the %d bytes/s limit", rate, limit)
 	}
 }
+
+// TestGateResize: a larger pool lets waiters in at once; a smaller one
+// takes effect as held slots are released, never taking a slot away.
+func TestGateResize(t *testing.T) {
+	g := newGate(2, 0)
+	for range 2 {
+		if err := g.acquire(context.Background(), 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make(chan int, 4)
+	for i := range 2 {
+		go func() {
+			if err := g.acquire(context.Background(), 5); err == nil {
+				got <- i
+			}
+		}()
+	}
+	pollFor(t, "two waiters", func() bool { return g.waiting() == 2 })
+	g.resize(4)
+	for range 2 {
+		select {
+		case <-got:
+		case <-time.After(5 * time.Second):
+			t.Fatal("growing the pool did not let the waiters in")
+		}
+	}
+	// 4 held. Shrink to 1: three releases free nothing for a newcomer.
+	g.resize(1)
+	go func() {
+		if err := g.acquire(context.Background(), 5); err == nil {
+			got <- 9
+		}
+	}()
+	pollFor(t, "a waiter", func() bool { return g.waiting() == 1 })
+	for range 3 {
+		g.release()
+	}
+	select {
+	case <-got:
+		t.Fatal("a shrunk pool granted a slot while the old sends still held them all")
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.release() // the last of the four: now one slot is free, and it is the waiter's
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter never got the slot")
+	}
+	g.setBandwidth(8000)
+	if b := g.bw.Load(); b == nil || b.rate != 1000 {
+		t.Fatalf("bandwidth 8000 bit/s: %+v", b)
+	}
+	g.setBandwidth(0)
+	if g.bw.Load() != nil {
+		t.Fatal("bandwidth 0 must be unlimited")
+	}
+}

@@ -640,7 +640,7 @@ func (s *s3Sender) upload(ctx context.Context, m store.Message) (size int64, par
 	if size > s3MaxObject {
 		return size, 0, taskErrorf("inputUrl %s is %d bytes; an S3 object holds at most %d", *s.task.InputURL, size, int64(s3MaxObject))
 	}
-	if size <= max(s.cfg.MultipartThreshold, s.e.m.o.S3MinPartSize) {
+	if size <= max(s.cfg.MultipartThreshold, s.e.m.s3MinPart.Load()) {
 		if s.mp != nil {
 			s.abort(ctx) // left by an earlier task or configuration
 		}
@@ -680,7 +680,7 @@ func (s *s3Sender) multipart(ctx context.Context, cl *s3.Client, m store.Message
 		}
 	}
 	if s.mp == nil {
-		want.PartSize = max(s.e.m.o.S3MinPartSize, (size+s3MaxParts-1)/s3MaxParts)
+		want.PartSize = max(s.e.m.s3MinPart.Load(), (size+s3MaxParts-1)/s3MaxParts)
 		cctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
 		out, err := cl.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{Bucket: &s.up.bucket, Key: &s.up.key,
 			Metadata: s.up.metadata, ChecksumAlgorithm: types.ChecksumAlgorithmCrc32})
