@@ -2,6 +2,7 @@ package streammgr
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,11 @@ const (
 	maxInFlight = 64
 	// maxReadTimeout bounds readTimeoutMillis (v1's limit).
 	maxReadTimeout = 9223372036854
+	// maxBatch bounds the appends of one connection answered together.
+	maxBatch = 256
+	// reuseFrame: frames up to this size are read into the connection's
+	// one buffer.
+	reuseFrame = 64 << 10
 )
 
 var clientSeq atomic.Int64
@@ -41,6 +47,36 @@ type conn struct {
 	sem    chan struct{}
 	wg     sync.WaitGroup
 	client string
+
+	// The serve goroutine's: the appends read since the connection last
+	// had no whole frame buffered, answered together (batch), and the
+	// buffer small frames are read into.
+	batch, syncBatch batch
+	frame            []byte
+	syncing          sync.WaitGroup // batches waiting for their fsync
+}
+
+// batch is appends waiting for their acks: one write (and with
+// flushOnWrite one fsync) per stream, one socket write for the answers.
+type batch struct {
+	acks  []store.Ack // merged, one per stream
+	items []pendingAppend
+}
+
+type pendingAppend struct {
+	id  string
+	seq int64
+	ack store.Ack
+}
+
+func (b *batch) add(p pendingAppend) {
+	b.items = append(b.items, p)
+	for i := range b.acks {
+		if b.acks[i].Merge(p.ack) {
+			return
+		}
+	}
+	b.acks = append(b.acks, p.ack)
 }
 
 func (s *Service) accept() {
@@ -56,7 +92,8 @@ func (s *Service) accept() {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		c := &conn{s: s, nc: nc, ctx: ctx, cancel: cancel, bw: bufio.NewWriterSize(nc, 4096), sem: make(chan struct{}, maxInFlight)}
+		c := &conn{s: s, nc: nc, ctx: ctx, cancel: cancel, bw: bufio.NewWriterSize(nc, 32<<10), sem: make(chan struct{}, maxInFlight),
+			frame: make([]byte, 0, 8<<10)}
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -76,20 +113,88 @@ func (c *conn) serve() {
 		c.s.wg.Done()
 	}()
 	log := c.s.env.Log
-	br := bufio.NewReaderSize(c.nc, 16<<10)
+	br := bufio.NewReaderSize(c.nc, 64<<10)
 	if !c.handshake(br) {
 		return
 	}
 	for {
-		op, payload, err := protocol.ReadFrame(br, protocol.MaxFrame)
+		// Answer the batch before waiting for more: a pipelining client
+		// gets its acks in one write, a lone request at once.
+		if n := len(c.batch.items) + len(c.syncBatch.items); n > 0 && (n >= maxBatch || !protocol.FrameBuffered(br)) {
+			c.answerBatch()
+		}
+		op, payload, err := protocol.ReadFrameInto(br, protocol.MaxFrame, c.frame)
 		if err != nil {
+			c.answerBatch()
 			if c.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) && err.Error() != "EOF" {
 				log.Debug("stream manager: connection closed on a bad frame", "client", c.client, "err", err)
 			}
 			return
 		}
+		if op != protocol.OpAppendMessage {
+			// Every other request sees the appends before it answered,
+			// a Delete their fsyncs too (it would fail them); and it may
+			// outlive this loop's turn (reads wait).
+			c.answerBatch()
+			if op == protocol.OpDeleteMessageStream {
+				c.syncing.Wait()
+			}
+			payload = bytes.Clone(payload)
+		} else if cap(payload) > cap(c.frame) && cap(payload) <= reuseFrame {
+			c.frame = payload[:0]
+		}
 		c.dispatch(op, payload)
 	}
+}
+
+// answerBatch waits for the acks of the batched appends and answers
+// them; appends to flushOnWrite streams wait for their fsync in a
+// goroutine of their own, so that the next batch meanwhile gathers.
+func (c *conn) answerBatch() {
+	if len(c.batch.items) > 0 {
+		c.answer(&c.batch)
+		c.batch.items, c.batch.acks = c.batch.items[:0], c.batch.acks[:0]
+	}
+	if len(c.syncBatch.items) > 0 {
+		b := c.syncBatch
+		c.syncBatch = batch{}
+		c.syncing.Add(1)
+		if !c.async(func() { defer c.syncing.Done(); c.answer(&b) }) {
+			c.syncing.Done()
+		}
+	}
+}
+
+func (c *conn) answer(b *batch) {
+	failed := false
+	for _, a := range b.acks {
+		if a.Wait() != nil {
+			failed = true
+		}
+	}
+	var errs []error
+	if failed {
+		errs = make([]error, len(b.items))
+		for i, p := range b.items {
+			errs[i] = p.ack.Wait()
+		}
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for i, p := range b.items {
+		if errs != nil && errs[i] != nil {
+			c.writeLocked(protocol.OpAppendMessageResponse, appendFailure(p.id, errs[i]))
+			continue
+		}
+		c.bw.Write(protocol.AppendAppendResponseFrame(c.bw.AvailableBuffer(), p.id, p.seq))
+	}
+	c.bw.Flush()
+}
+
+func appendFailure(id string, err error) *protocol.AppendMessageResponse {
+	resp := &protocol.AppendMessageResponse{RequestID: id}
+	resp.Status, resp.ErrorMessage = statusOf(err)
+	return resp
 }
 
 // handshake reads the connect byte and the Connect frame and answers them;
@@ -168,23 +273,28 @@ func checkProtocolVersion(v string) error {
 }
 
 func (c *conn) write(op protocol.Op, v any) error {
-	b, err := protocol.Encode(v)
-	if err != nil {
-		return err
-	}
-	frame := protocol.AppendFrame(nil, op, b)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if _, err := c.bw.Write(frame); err != nil {
+	if err := c.writeLocked(op, v); err != nil {
 		return err
 	}
 	return c.bw.Flush()
 }
 
+// writeLocked writes a response frame (under wmu) without flushing.
+func (c *conn) writeLocked(op protocol.Op, v any) error {
+	b, err := protocol.Encode(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.bw.Write(protocol.AppendFrame(c.bw.AvailableBuffer(), op, b))
+	return err
+}
+
 // dispatch answers one request. Appends are stored in arrival order (the
-// sequence numbers follow the requests of a connection); reads and
-// appends waiting for an fsync finish in their own goroutine, so a
-// long-poll never holds up the requests behind it.
+// sequence numbers follow the requests of a connection) and answered by
+// batch; reads and appends waiting for an fsync finish in their own
+// goroutine, so a long-poll never holds up the requests behind it.
 func (c *conn) dispatch(op protocol.Op, payload []byte) {
 	respOp, ok := protocol.ResponseOf(op)
 	if !ok {
@@ -206,57 +316,50 @@ func (c *conn) dispatch(op protocol.Op, payload []byte) {
 	}
 }
 
-func (c *conn) async(f func()) {
+// async runs f in a goroutine of its own once fewer than maxInFlight
+// run; false when the connection closed first.
+func (c *conn) async(f func()) bool {
 	select {
 	case c.sem <- struct{}{}:
 	case <-c.ctx.Done():
-		return
+		return false
 	}
 	c.wg.Add(1)
 	go func() {
 		defer func() { <-c.sem; c.wg.Done() }()
 		f()
 	}()
+	return true
 }
 
+// append stores a message (the store copies the payload, which aliases
+// the connection's frame buffer) and adds it to the batch to be answered.
 func (c *conn) append(payload []byte) {
 	var req protocol.AppendMessageRequest
-	resp := &protocol.AppendMessageResponse{}
-	fail := func(err error) {
-		resp.Status, resp.ErrorMessage = statusOf(err)
-		c.write(protocol.OpAppendMessageResponse, resp)
-	}
-	if err := protocol.Decode(payload, &req); err != nil {
-		resp.RequestID = protocol.RequestIDOf(payload)
-		fail(err)
+	fail := func(id string, err error) { c.write(protocol.OpAppendMessageResponse, appendFailure(id, err)) }
+	if err := protocol.DecodeAppend(payload, &req); err != nil {
+		fail(protocol.RequestIDOf(payload), err)
 		return
 	}
-	resp.RequestID = req.RequestID
 	if err := firstErr(protocol.CheckRequestID(req.RequestID), protocol.CheckName("name", req.Name)); err != nil {
-		fail(err)
+		fail(req.RequestID, err)
 		return
 	}
 	if len(req.Payload) == 0 {
-		fail(protocol.Errorf(protocol.InvalidRequest, "payload is required (at least 1 byte)"))
+		fail(req.RequestID, protocol.Errorf(protocol.InvalidRequest, "payload is required (at least 1 byte)"))
 		return
 	}
-	seq, commit, err := c.s.store.AppendNoWait(req.Name, req.Payload)
+	seq, ack, err := c.s.store.AppendNoWait(req.Name, req.Payload)
 	if err != nil {
-		fail(err)
+		fail(req.RequestID, err)
 		return
 	}
-	resp.SequenceNumber = seq
-	if commit == nil {
-		c.write(protocol.OpAppendMessageResponse, resp)
-		return
+	p := pendingAppend{id: req.RequestID, seq: seq, ack: ack}
+	if ack.Sync {
+		c.syncBatch.add(p)
+	} else {
+		c.batch.add(p)
 	}
-	c.async(func() {
-		if err := commit(); err != nil {
-			fail(err)
-			return
-		}
-		c.write(protocol.OpAppendMessageResponse, resp)
-	})
 }
 
 func (c *conn) read(payload []byte) {
@@ -294,7 +397,14 @@ func (c *conn) read(payload []byte) {
 	for i, m := range msgs {
 		resp.Messages[i] = protocol.Message{StreamName: req.StreamName, SequenceNumber: m.Seq, IngestTime: m.Time, Payload: m.Payload}
 	}
-	c.write(protocol.OpReadMessagesResponse, resp)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := protocol.WriteReadMessagesResponse(c.bw, resp); errors.Is(err, protocol.ErrFrameTooLarge) {
+		resp.Messages = nil
+		resp.Status, resp.ErrorMessage = protocol.ResponsePayloadTooLarge, "the messages read do not fit in one response; read fewer"
+		c.writeLocked(protocol.OpReadMessagesResponse, resp)
+	}
+	c.bw.Flush()
 }
 
 // readOptions applies v1's ranges and defaults (min 1; max min, i.e. 1

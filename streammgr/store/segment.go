@@ -61,9 +61,13 @@ type segment struct {
 	count    int64
 	size     int64 // bytes of good records
 	lastTime int64 // ingest time of the newest record
-	index    []indexEntry
-	f        *os.File // the open file of the active segment
-	mem      []byte   // memory segments
+	// index is nil for a sealed segment whose index is in its index file
+	// (indexed): reads load it, memory holds nothing per 64 KiB stored.
+	index   []indexEntry
+	indexed bool
+	dropped bool     // removed (full, TTL) while a sync was sealing it
+	f       *os.File // the open file of the active segment
+	mem     []byte   // memory segments
 }
 
 func (g *segment) last() int64 { return g.first + g.count - 1 }
@@ -78,25 +82,164 @@ func (g *segment) noteRecord(off, seq, ms, rec int64) {
 	g.lastTime = ms
 }
 
-// seek returns the offset of the nearest indexed record at or before seq.
-func (g *segment) seek(seq int64) (int64, int64) {
-	lo, hi := 0, len(g.index)
+// seek returns the offset of the nearest indexed record at or before seq
+// (0 without an index: the segment is read from its start).
+func seek(index []indexEntry, seq int64) int64 {
+	lo, hi := 0, len(index)
 	for lo < hi {
 		m := (lo + hi) / 2
-		if g.index[m].seq <= seq {
+		if index[m].seq <= seq {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
 	if lo == 0 {
-		return 0, g.first
+		return 0
 	}
-	e := g.index[lo-1]
-	return e.off, e.seq
+	return index[lo-1].off
 }
 
 func segmentName(first int64) string { return fmt.Sprintf("%020d.seg", first) }
+
+func indexName(first int64) string { return fmt.Sprintf("%020d.idx", first) }
+
+func indexPath(segPath string) string { return strings.TrimSuffix(segPath, ".seg") + ".idx" }
+
+// The index file of a sealed segment ("<first>.idx") holds what start-up
+// would otherwise learn by reading the whole segment (little-endian):
+//
+//	0  u32 magic "EGI1"
+//	4  u32 number of index entries n
+//	8  i64 first sequence number, count, size, ingest time of the newest
+//	   record, and the segment file's size and modification time (ns)
+//	56 n × (i64 sequence number, i64 offset)
+//	.. u32 CRC-32C of everything before
+//
+// It is trusted only while the segment file has exactly that size and
+// modification time, and that time is older than the index file's: any
+// later change to the segment (a torn tail, an edit) makes start-up scan
+// the segment again. File times tick coarsely (a few ms, a second on some
+// file systems): a change within the tick the index was written in would
+// keep the time, so an index written in its segment's last tick is
+// "racy" (as git's index calls it) and not trusted; it is written again
+// once the clock moved on. It is written without an fsync: a lost or
+// torn index only costs a scan.
+const (
+	indexMagic  = 0x31494745 // "EGI1"
+	indexHeader = 56
+)
+
+func encodeIndex(g *segment, fileSize, mtime int64) []byte {
+	b := make([]byte, 0, indexHeader+16*len(g.index)+4)
+	b = binary.LittleEndian.AppendUint32(b, indexMagic)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(g.index)))
+	for _, v := range []int64{g.first, g.count, g.size, g.lastTime, fileSize, mtime} {
+		b = binary.LittleEndian.AppendUint64(b, uint64(v))
+	}
+	for _, e := range g.index {
+		b = binary.LittleEndian.AppendUint64(b, uint64(e.seq))
+		b = binary.LittleEndian.AppendUint64(b, uint64(e.off))
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+// errRacyIndex: the index file was written in the tick its segment was
+// last changed in; it is not trusted until written again later.
+var errRacyIndex = errors.New("index file written as its segment changed")
+
+// writeIndex writes g's index file; g is sealed (its file is synced and
+// no longer written).
+func writeIndex(g *segment) error {
+	fi, err := os.Stat(g.path)
+	if err != nil {
+		return err
+	}
+	p := indexPath(g.path)
+	if err := os.WriteFile(p, encodeIndex(g, fi.Size(), fi.ModTime().UnixNano()), 0o640); err != nil {
+		return err
+	}
+	ii, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.ModTime().Before(ii.ModTime()) {
+		return errRacyIndex
+	}
+	return nil
+}
+
+var errStaleIndex = errors.New("index file does not describe the segment")
+
+// parseIndex checks an index file's framing and checksum and returns its
+// header fields (first, count, size, last time, file size, mtime) and its
+// entries.
+func parseIndex(b []byte) (h [6]int64, entries []indexEntry, ok bool) {
+	if len(b) < indexHeader+4 || binary.LittleEndian.Uint32(b) != indexMagic {
+		return h, nil, false
+	}
+	n := int(binary.LittleEndian.Uint32(b[4:]))
+	if len(b) != indexHeader+16*n+4 || crc32.Checksum(b[:len(b)-4], castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return h, nil, false
+	}
+	for i := range h {
+		h[i] = int64(binary.LittleEndian.Uint64(b[8+8*i:]))
+	}
+	entries = make([]indexEntry, n)
+	for i := range entries {
+		e := b[indexHeader+16*i:]
+		entries[i] = indexEntry{int64(binary.LittleEndian.Uint64(e)), int64(binary.LittleEndian.Uint64(e[8:]))}
+	}
+	return h, entries, true
+}
+
+// readIndex loads the index file of the segment at path if it describes
+// the segment as it is (fi). Without keepEntries the segment is left
+// indexed: reads load its entries when they need them.
+func readIndex(path string, first int64, fi os.FileInfo, keepEntries bool) (*segment, error) {
+	f, err := os.Open(indexPath(path))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ii, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.ModTime().Before(ii.ModTime()) {
+		return nil, errRacyIndex
+	}
+	b, err := io.ReadAll(io.LimitReader(f, indexHeader+16*(fi.Size()/indexEvery+2)+4))
+	if err != nil {
+		return nil, err
+	}
+	h, entries, ok := parseIndex(b)
+	if !ok {
+		return nil, errStaleIndex
+	}
+	g := &segment{path: path, first: h[0], count: h[1], size: h[2], lastTime: h[3]}
+	if g.first != first || g.count < 0 || g.size < 0 || g.size > fi.Size() || h[4] != fi.Size() || h[5] != fi.ModTime().UnixNano() {
+		return nil, errStaleIndex
+	}
+	if keepEntries {
+		g.index = entries
+	} else {
+		g.indexed = true
+	}
+	return g, nil
+}
+
+// loadEntries returns the index entries of an indexed segment (nil when
+// its index file is unreadable: the segment is then read from its start,
+// slower but right).
+func loadEntries(path string) []indexEntry {
+	b, err := os.ReadFile(indexPath(path))
+	if err != nil {
+		return nil
+	}
+	_, entries, _ := parseIndex(b)
+	return entries
+}
 
 func parseSegmentName(name string) (int64, bool) {
 	s, ok := strings.CutSuffix(name, ".seg")
@@ -116,6 +259,34 @@ type recordReader struct {
 	off int64
 	end int64
 	hdr [headerSize]byte
+	// scratch: payloads are only checked (start-up), each read into the
+	// same buffer tmp; so are those of records below the sequence number
+	// below (a read skipping to its start). Otherwise small payloads are
+	// cut from a shared slab.
+	scratch bool
+	below   int64
+	tmp     []byte
+	slab    []byte
+}
+
+const slabSize = 64 << 10
+
+func (rr *recordReader) payload(seq, n int64) []byte {
+	switch {
+	case rr.scratch || seq < rr.below:
+		if int64(cap(rr.tmp)) < n {
+			rr.tmp = make([]byte, n)
+		}
+		return rr.tmp[:n]
+	case n > slabSize/8:
+		return make([]byte, n)
+	}
+	if int64(cap(rr.slab)-len(rr.slab)) < n {
+		rr.slab = make([]byte, 0, slabSize)
+	}
+	k := len(rr.slab)
+	rr.slab = rr.slab[:k+int(n)]
+	return rr.slab[k : k+int(n) : k+int(n)]
 }
 
 // next returns the record at the reader's offset; io.EOF at end, or
@@ -134,7 +305,7 @@ func (rr *recordReader) next(maxPayload int64) (Message, int64, error) {
 	if n > maxPayload || rr.off+headerSize+n > rr.end {
 		return Message{}, 0, fmt.Errorf("%w: length %d at offset %d runs past the segment", errBadRecord, n, rr.off)
 	}
-	p := make([]byte, n)
+	p := rr.payload(int64(binary.LittleEndian.Uint64(rr.hdr[8:])), n)
 	if _, err := io.ReadFull(rr.r, p); err != nil {
 		return Message{}, 0, fmt.Errorf("%w: payload at offset %d: %v", errBadRecord, rr.off, err)
 	}
@@ -162,7 +333,7 @@ func scanSegment(path string, first int64, maxPayload int64) (*segment, int64, e
 	if err != nil {
 		return nil, 0, err
 	}
-	rr := &recordReader{r: bufio.NewReaderSize(f, 256<<10), end: st.Size()}
+	rr := &recordReader{r: bufio.NewReaderSize(f, 256<<10), end: st.Size(), scratch: true}
 	for {
 		off := rr.off
 		m, rec, err := rr.next(maxPayload)
@@ -188,14 +359,20 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-func listSegments(dir string) (segs []int64, stray []string, err error) {
+func listSegments(dir string) (segs, idx []int64, stray []string, err error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for _, e := range ents {
 		switch n := e.Name(); {
 		case n == metaFile || n == seqFile || strings.HasPrefix(n, ".") || isExportFile(n):
+		case strings.HasSuffix(n, ".idx"):
+			if first, ok := parseSegmentName(strings.TrimSuffix(n, ".idx") + ".seg"); ok {
+				idx = append(idx, first)
+			} else {
+				stray = append(stray, filepath.Join(dir, n))
+			}
 		default:
 			if first, ok := parseSegmentName(n); ok && e.Type().IsRegular() {
 				segs = append(segs, first)
@@ -204,5 +381,5 @@ func listSegments(dir string) (segs []int64, stray []string, err error) {
 			}
 		}
 	}
-	return segs, stray, nil
+	return segs, idx, stray, nil
 }

@@ -41,6 +41,12 @@ const (
 	// DefaultMaxReadBytes bounds the payload bytes of one read beyond its
 	// minimum message count.
 	DefaultMaxReadBytes = 16 << 20
+	// writeBuffer is how many bytes of records a stream gathers before
+	// handing them to the OS in one write; an Ack hands them over sooner.
+	writeBuffer = 128 << 10
+	// keepLost bounds the failed-write ranges a stream remembers for the
+	// acks still to be waited for.
+	keepLost = 16
 )
 
 // Options configure Open.
@@ -61,7 +67,7 @@ type Store struct {
 	now  func() time.Time
 	maxR int64
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	streams map[string]*stream
 	closed  bool
 	sweeper *time.Timer
@@ -85,7 +91,7 @@ type stream struct {
 
 	exportMu sync.Mutex // serialises export progress files against Delete
 	syncMu   sync.Mutex // serialises fsyncs (group commit)
-	synced   int64      // bytes written that are known synced
+	synced   int64      // bytes appended that are known synced
 
 	mu       sync.Mutex
 	def      Definition
@@ -93,14 +99,38 @@ type stream struct {
 	next     int64      // next sequence number
 	reserved int64      // every sequence number handed out is below it; persisted
 	total    int64
-	written  int64 // bytes ever written (group commit positions)
-	retired  []*os.File
-	notify   chan struct{}
-	damage   []string
-	deleted  bool
-	timer    *time.Timer
+	// Positions (Acks) count the bytes ever appended: written; of them
+	// the first flushed were handed to the OS (or lost: see lost), the
+	// rest wait in buf, records of the active segment bufSeg.
+	written int64
+	flushed int64
+	buf     []byte
+	bufSeg  *segment
+	lost    []lostSpan
+	retired []sealed
+	racy    []*segment // sealed, their index files to be written again (racy)
+	notify  chan struct{}
+	waiting bool // a reader waits on notify
+	damage  []string
+	deleted bool
+	timer   *time.Timer
 	// syncPending: a background fsync is scheduled.
 	syncPending bool
+}
+
+// sealed is a segment no longer appended to, whose file the next sync
+// makes durable and closes, then indexes (index false: damaged by a
+// failed write, left for start-up to scan).
+type sealed struct {
+	g     *segment
+	f     *os.File
+	index bool
+}
+
+// lostSpan is a range of positions whose records a failed write lost.
+type lostSpan struct {
+	from, to int64
+	err      error
 }
 
 // Open loads every stream under o.Dir. Damage (torn tails, bad records,
@@ -172,7 +202,7 @@ func (s *Store) load(dir string) (*stream, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		st.report(fmt.Sprintf("sequence number file unreadable (%v); continuing after the newest stored message", err))
 	}
-	firsts, stray, err := listSegments(dir)
+	firsts, indexes, stray, err := listSegments(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -180,6 +210,11 @@ func (s *Store) load(dir string) (*stream, error) {
 		st.report(fmt.Sprintf("unexpected file %s ignored", filepath.Base(p)))
 	}
 	slices.Sort(firsts)
+	for _, first := range indexes {
+		if _, ok := slices.BinarySearch(firsts, first); !ok {
+			os.Remove(filepath.Join(dir, indexName(first))) // its segment was dropped
+		}
+	}
 	if st.def.Persistence == Memory {
 		// A restart empties a Memory stream; files left by a File stream
 		// updated to Memory cannot exist (persistence never changes).
@@ -187,7 +222,7 @@ func (s *Store) load(dir string) (*stream, error) {
 	}
 	for i, first := range firsts {
 		p := filepath.Join(dir, segmentName(first))
-		g, size, err := scanSegment(p, first, st.def.SegmentSize+st.def.MaxSize)
+		g, size, err := st.loadSegment(p, first, i == len(firsts)-1)
 		if g == nil {
 			st.report(fmt.Sprintf("segment %s unreadable: %v", filepath.Base(p), err))
 			continue
@@ -225,6 +260,8 @@ func (s *Store) load(dir string) (*stream, error) {
 	if st.def.Persistence == File {
 		if n := len(st.segs); n > 0 {
 			a := st.segs[n-1]
+			// Appends will change it: its index file would go stale.
+			os.Remove(indexPath(a.path))
 			if a.f, err = os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
 				st.report(fmt.Sprintf("segment %s cannot be opened for appending: %v", filepath.Base(a.path), err))
 			}
@@ -234,6 +271,24 @@ func (s *Store) load(dir string) (*stream, error) {
 	st.expireLocked(s.now())
 	st.mu.Unlock()
 	return st, nil
+}
+
+// loadSegment reads a segment's index file, or when it has none that
+// describes the segment as it is, scans the segment; a sealed segment
+// found whole gets an index file for the next start-up. The newest
+// segment (appended to next) keeps its index entries in memory.
+func (st *stream) loadSegment(p string, first int64, newest bool) (*segment, int64, error) {
+	if fi, err := os.Stat(p); err == nil {
+		if g, err := readIndex(p, first, fi, newest); err == nil {
+			return g, fi.Size(), nil
+		}
+	}
+	g, size, err := scanSegment(p, first, st.def.SegmentSize+st.def.MaxSize)
+	if err == nil && !newest && g.count > 0 {
+		st.racy = append(st.racy, g)
+		st.indexSealedLocked()
+	}
+	return g, size, err
 }
 
 func (st *stream) report(msg string) {
@@ -361,16 +416,19 @@ func (st *stream) closeFilesLocked() {
 			g.f = nil
 		}
 	}
-	for _, f := range st.retired {
-		f.Close()
+	for _, o := range st.retired {
+		o.f.Close()
 	}
 	st.retired = nil
+	if st.buf != nil {
+		st.releaseBufferLocked()
+	}
 }
 
 // List returns the stream names, sorted.
 func (s *Store) List() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	out := make([]string, 0, len(s.streams))
 	for n := range s.streams {
 		out = append(out, n)
@@ -380,8 +438,8 @@ func (s *Store) List() []string {
 }
 
 func (s *Store) get(name string) (*stream, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
@@ -421,63 +479,94 @@ func (st *stream) oldestLocked() int64 {
 	return st.next
 }
 
-// Append stores payload and returns its sequence number. With flushOnWrite
-// it returns once the record is on disk; appends that arrive together
-// share one fsync (group commit).
+// Append stores payload and returns its sequence number once the record
+// is the OS's (a kill -9 keeps it); with flushOnWrite once it is on disk.
+// Appends that arrive together share one write and one fsync.
 func (s *Store) Append(name string, payload []byte) (int64, error) {
-	seq, commit, err := s.AppendNoWait(name, payload)
-	if err != nil || commit == nil {
+	seq, ack, err := s.AppendNoWait(name, payload)
+	if err != nil {
 		return seq, err
 	}
-	return seq, commit()
+	return seq, ack.Wait()
 }
 
 // AppendNoWait stores payload in order and returns its sequence number at
-// once; for a flushOnWrite stream commit (non-nil) waits until the record
-// is on disk, and the append must not be acknowledged before it returns.
-// Callers append in request order and wait for commits concurrently.
-func (s *Store) AppendNoWait(name string, payload []byte) (seq int64, commit func() error, err error) {
+// once, the record still in the stream's buffer; the append must not be
+// acknowledged before ack.Wait returns nil. Callers append in request
+// order and wait for the acks of a batch together (Merge).
+func (s *Store) AppendNoWait(name string, payload []byte) (seq int64, ack Ack, err error) {
 	st, err := s.get(name)
 	if err != nil {
-		return 0, nil, err
+		return 0, Ack{}, err
 	}
-	seq, pos, flush, err := st.append(payload, s.now())
-	if err != nil || !flush {
-		return seq, nil, err
-	}
-	return seq, func() error { return st.sync(pos) }, nil
+	return st.append(payload, s.now())
 }
 
-func (st *stream) append(payload []byte, now time.Time) (seq, pos int64, flush bool, err error) {
+// Ack is what an append waits for before it is acknowledged: its record
+// handed to the OS, and for a flushOnWrite stream synced to disk. The
+// zero Ack (Memory streams) waits for nothing.
+type Ack struct {
+	st       *stream
+	from, to int64 // positions: the records after from, up to to
+	// Sync: the wait includes an fsync (flushOnWrite).
+	Sync bool
+}
+
+// Merge folds b into a when both are of the same stream (true); waiting
+// for a then covers b's record too.
+func (a *Ack) Merge(b Ack) bool {
+	if a.st != b.st {
+		return false
+	}
+	a.from, a.to, a.Sync = min(a.from, b.from), max(a.to, b.to), a.Sync || b.Sync
+	return true
+}
+
+// Wait returns once the records of a are handed to the OS (and synced
+// with Sync); an error when any of them was lost (a failed write or
+// fsync, the stream deleted).
+func (a Ack) Wait() error {
+	switch {
+	case a.st == nil:
+		return nil
+	case a.Sync:
+		return a.st.sync(a.from, a.to)
+	}
+	return a.st.writeOut(a.from, a.to)
+}
+
+func (st *stream) append(payload []byte, now time.Time) (seq int64, ack Ack, err error) {
 	if len(payload) == 0 {
-		return 0, 0, false, fmt.Errorf("payload: is empty: %w", errInvalid)
+		return 0, Ack{}, fmt.Errorf("payload: is empty: %w", errInvalid)
 	}
 	rec := recordSize(len(payload))
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.deleted {
-		return 0, 0, false, ErrNotFound
+		return 0, Ack{}, ErrNotFound
 	}
 	d := st.def
 	if rec > d.MaxSize {
-		return 0, 0, false, fmt.Errorf("payload: %d bytes do not fit in maxSize %d: %w", len(payload), d.MaxSize, errInvalid)
+		return 0, Ack{}, fmt.Errorf("payload: %d bytes do not fit in maxSize %d: %w", len(payload), d.MaxSize, errInvalid)
 	}
-	st.expireLocked(now)
+	if d.TTLMillis > 0 {
+		st.expireLocked(now)
+	}
 	for st.total+rec > d.MaxSize {
 		if d.Strategy == RejectNewData || len(st.segs) == 0 {
-			return 0, 0, false, ErrFull
+			return 0, Ack{}, ErrFull
 		}
 		st.dropOldestLocked()
 	}
 	if st.next >= st.reserved {
 		if err := writeSeq(filepath.Join(st.dir, seqFile), st.next+seqReserve); err != nil {
-			return 0, 0, false, fmt.Errorf("sequence number file: %w", err)
+			return 0, Ack{}, fmt.Errorf("sequence number file: %w", err)
 		}
 		st.reserved = st.next + seqReserve
 	}
 	g, err := st.activeLocked(rec)
 	if err != nil {
-		return 0, 0, false, err
+		return 0, Ack{}, err
 	}
 	seq = st.next
 	ms := now.UnixMilli()
@@ -485,27 +574,117 @@ func (st *stream) append(payload []byte, now time.Time) (seq, pos int64, flush b
 	if d.Persistence == Memory {
 		g.mem = encodeRecord(g.mem, seq, ms, payload)
 	} else {
-		buf := encodeRecord(make([]byte, 0, rec), seq, ms, payload)
-		if _, err := g.f.Write(buf); err != nil {
-			// A short write leaves a torn record; the next start-up cuts it.
-			st.report(fmt.Sprintf("write to %s failed: %v", filepath.Base(g.path), err))
-			st.retireLocked(g)
-			return 0, 0, false, fmt.Errorf("write: %w", err)
+		if st.buf == nil {
+			st.buf, st.bufSeg = getBuffer(), g
 		}
+		st.buf = encodeRecord(st.buf, seq, ms, payload)
 	}
 	g.noteRecord(off, seq, ms, rec)
 	st.next++
 	st.total += rec
 	st.written += rec
-	close(st.notify)
-	st.notify = make(chan struct{})
-	if d.Persistence == File {
-		if d.FlushOnWrite {
-			return seq, st.written, true, nil
-		}
+	if st.waiting {
+		close(st.notify)
+		st.notify, st.waiting = make(chan struct{}), false
+	}
+	if d.Persistence == Memory {
+		st.flushed = st.written
+		return seq, Ack{}, nil
+	}
+	ack = Ack{st: st, from: st.written - rec, to: st.written, Sync: d.FlushOnWrite}
+	if len(st.buf) >= writeBuffer {
+		st.writeOutLocked()
+	}
+	if !d.FlushOnWrite {
 		st.scheduleSyncLocked()
 	}
-	return seq, 0, false, nil
+	return seq, ack, nil
+}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, writeBuffer+64<<10); return &b }}
+
+func getBuffer() []byte { return (*buffers.Get().(*[]byte))[:0] }
+
+// writeOut hands the records up to position to to the OS.
+func (st *stream) writeOut(from, to int64) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.flushed < to {
+		if st.deleted {
+			return ErrNotFound
+		}
+		st.writeOutLocked()
+	}
+	return st.lostLocked(from, to)
+}
+
+// writeOutLocked writes the buffered records to the active segment's
+// file in one write. A failed write loses them (and retires the segment,
+// whose file then ends with what was written: start-up cuts or reports
+// a torn record); their acks fail.
+func (st *stream) writeOutLocked() {
+	if len(st.buf) == 0 {
+		return
+	}
+	g, b := st.bufSeg, st.buf
+	n, err := g.f.Write(b)
+	if err == nil {
+		st.flushed += int64(n)
+		st.releaseBufferLocked()
+		return
+	}
+	// Keep the records written whole; forget the others.
+	good, kept := 0, int64(0)
+	for good+headerSize <= n {
+		r := headerSize + int(binary.LittleEndian.Uint32(b[good:]))
+		if good+r > n {
+			break
+		}
+		good += r
+		kept++
+	}
+	records := kept
+	for i := good; i+headerSize <= len(b); records++ {
+		i += headerSize + int(binary.LittleEndian.Uint32(b[i:]))
+	}
+	start := g.size - int64(len(b))
+	st.report(fmt.Sprintf("write to %s failed: %v; messages %d..%d lost", filepath.Base(g.path), err, g.first+g.count-(records-kept), g.first+g.count-1))
+	st.lost = append(st.lost, lostSpan{from: st.flushed + int64(good), to: st.written, err: fmt.Errorf("write: %w", err)})
+	if len(st.lost) > keepLost {
+		st.lost = st.lost[1:]
+	}
+	st.total -= int64(len(b) - good)
+	g.count -= records - kept
+	g.size = start + int64(good)
+	for len(g.index) > 0 && g.index[len(g.index)-1].off >= g.size {
+		g.index = g.index[:len(g.index)-1]
+	}
+	st.flushed = st.written
+	st.releaseBufferLocked()
+	if g.f != nil {
+		st.retired = append(st.retired, sealed{g: g, f: g.f})
+		g.f = nil
+		st.scheduleSyncLocked()
+	}
+}
+
+func (st *stream) releaseBufferLocked() {
+	if cap(st.buf) <= writeBuffer+64<<10 {
+		b := st.buf[:0]
+		buffers.Put(&b)
+	}
+	st.buf, st.bufSeg = nil, nil
+}
+
+// lostLocked is the error of a failed write that lost any record after
+// position from up to to.
+func (st *stream) lostLocked(from, to int64) error {
+	for _, l := range st.lost {
+		if from < l.to && to > l.from {
+			return l.err
+		}
+	}
+	return nil
 }
 
 // scheduleSyncLocked makes sure a background fsync runs within syncDelay.
@@ -518,7 +697,7 @@ func (st *stream) scheduleSyncLocked() {
 		st.mu.Lock()
 		st.syncPending = false
 		st.mu.Unlock()
-		st.sync(-1)
+		st.sync(-1, -1)
 	})
 }
 
@@ -551,6 +730,7 @@ func (st *stream) activeLocked(rec int64) (*segment, error) {
 		if err != nil {
 			return nil, err
 		}
+		os.Remove(indexPath(g.path)) // of an earlier file of that name, if any
 		if err := syncDir(st.dir); err != nil {
 			f.Close()
 			return nil, err
@@ -563,10 +743,14 @@ func (st *stream) activeLocked(rec int64) (*segment, error) {
 	return g, nil
 }
 
-// retireLocked seals g: its file is synced and closed by the next sync.
+// retireLocked seals g: its buffered records are written, its file is
+// synced, closed and indexed by the next sync.
 func (st *stream) retireLocked(g *segment) {
+	if g == st.bufSeg {
+		st.writeOutLocked()
+	}
 	if g.f != nil {
-		st.retired = append(st.retired, g.f)
+		st.retired = append(st.retired, sealed{g: g, f: g.f, index: true})
 		g.f = nil
 		if !st.def.FlushOnWrite {
 			st.scheduleSyncLocked()
@@ -578,12 +762,14 @@ func (st *stream) retireLocked(g *segment) {
 func (st *stream) dropOldestLocked() {
 	g := st.segs[0]
 	st.retireLocked(g)
+	g.dropped = true
 	st.segs = st.segs[1:]
 	st.total -= g.size
 	if g.path != "" {
 		if err := os.Remove(g.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			st.report(fmt.Sprintf("cannot remove segment %s: %v", filepath.Base(g.path), err))
 		}
+		os.Remove(indexPath(g.path))
 	}
 }
 
@@ -600,20 +786,24 @@ func (st *stream) expireLocked(now time.Time) {
 	}
 }
 
-// sync makes every byte written up to pos durable (pos < 0: everything).
-// Callers that arrive while an fsync runs wait for it and are usually
-// covered by the next one: one fsync per group.
-func (st *stream) sync(pos int64) error {
+// sync makes every record up to position to durable (to < 0:
+// everything) and reports whether any after from was lost. Callers that
+// arrive while an fsync runs wait for it and are usually covered by the
+// next one: one write and one fsync per group.
+func (st *stream) sync(from, to int64) error {
 	st.syncMu.Lock()
 	defer st.syncMu.Unlock()
-	if pos >= 0 && st.synced >= pos {
-		return nil
+	if to >= 0 && st.synced >= to {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.lostLocked(from, to)
 	}
 	st.mu.Lock()
 	if st.deleted {
 		st.mu.Unlock()
 		return ErrNotFound
 	}
+	st.writeOutLocked()
 	target := st.written
 	old := st.retired
 	st.retired = nil
@@ -624,7 +814,7 @@ func (st *stream) sync(pos int64) error {
 	st.mu.Unlock()
 	var err error
 	for _, o := range old {
-		err = errors.Join(err, o.Sync(), o.Close())
+		err = errors.Join(err, o.f.Sync(), o.f.Close())
 	}
 	if f != nil {
 		// Appends keep writing to f meanwhile; a rollover retires it but
@@ -632,11 +822,39 @@ func (st *stream) sync(pos int64) error {
 		err = errors.Join(err, f.Sync())
 	}
 	if err != nil {
-		st.st.log.Error("stream store: fsync failed", "stream", st.def.Name, "err", err)
+		st.st.log.Error("stream store: fsync failed", "dir", st.dir, "err", err)
 		return err
 	}
 	st.synced = target
-	return nil
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, o := range old {
+		if o.index {
+			st.racy = append(st.racy, o.g)
+		}
+	}
+	st.indexSealedLocked()
+	return st.lostLocked(from, to)
+}
+
+// indexSealedLocked writes the index files of the segments sealed and
+// synced since (and of those whose index came out racy), so that
+// start-up need not read them and memory need not hold their indexes.
+func (st *stream) indexSealedLocked() {
+	todo := st.racy
+	st.racy = nil
+	for _, g := range todo {
+		if g.dropped || g.count == 0 {
+			continue
+		}
+		err := writeIndex(g)
+		switch {
+		case err == nil:
+			g.index, g.indexed = nil, true
+		case errors.Is(err, errRacyIndex):
+			st.racy = append(st.racy, g)
+		}
+	}
 }
 
 // ReadOptions are v1's ReadMessagesOptions with defaults applied.
@@ -667,6 +885,7 @@ func (s *Store) Read(ctx context.Context, name string, o ReadOptions) ([]Message
 		defer t.Stop()
 		deadline = t.C
 	}
+	whole := false // plan every segment from the start on
 	for {
 		st.mu.Lock()
 		if st.deleted {
@@ -676,22 +895,47 @@ func (s *Store) Read(ctx context.Context, name string, o ReadOptions) ([]Message
 		st.expireLocked(s.now())
 		start := max(o.Start, st.oldestLocked())
 		var plan []segment
+		cut := false
 		if st.next-start >= o.Min {
+			// Readers see every record appended, acknowledged or not yet.
+			st.writeOutLocked()
+			// The segments the read may need, and one more in case damage
+			// found on the way makes it short: not the whole stream.
+			var counted, bytes int64
+			enough := false
 			for _, g := range st.segs {
-				if g.count > 0 && g.last() >= start {
-					plan = append(plan, segment{path: g.path, first: g.first, count: g.count, size: g.size, index: g.index, mem: g.mem[:len(g.mem):len(g.mem)]})
+				if g.count == 0 || g.last() < start {
+					continue
 				}
+				plan = append(plan, segment{path: g.path, first: g.first, count: g.count, size: g.size,
+					index: g.index, indexed: g.indexed, mem: g.mem[:len(g.mem):len(g.mem)]})
+				if enough && !whole {
+					cut = true
+					break
+				}
+				counted += g.last() - max(start, g.first) + 1
+				bytes += g.size
+				enough = counted >= o.Max || (counted >= o.Min && bytes >= s.maxR)
 			}
 		}
 		wait := st.notify
+		if deadline != nil {
+			st.waiting = true
+		}
+		maxPayload := st.def.MaxSize
 		st.mu.Unlock()
 		if plan != nil {
-			msgs, err := st.readPlan(plan, start, o)
+			msgs, err := st.readPlan(plan, start, maxPayload, o)
 			if err != nil {
 				return nil, err
 			}
 			if int64(len(msgs)) >= o.Min {
 				return msgs, nil
+			}
+			if cut {
+				// Damage beyond the margin: read on through all of it.
+				whole = true
+				continue
 			}
 			// Fewer than counted: segments dropped meanwhile, or damage.
 			o.Start = start
@@ -709,17 +953,22 @@ func (s *Store) Read(ctx context.Context, name string, o ReadOptions) ([]Message
 	}
 }
 
-func (st *stream) readPlan(plan []segment, start int64, o ReadOptions) ([]Message, error) {
+func (st *stream) readPlan(plan []segment, start, maxPayload int64, o ReadOptions) ([]Message, error) {
 	var out []Message
 	var bytes int64
-	maxPayload := st.def.MaxSize
+	rr := &recordReader{}
+	br := readers.Get().(*bufio.Reader)
+	defer readers.Put(br)
 	for i := range plan {
 		g := &plan[i]
 		from := max(start, g.first)
-		off, _ := g.seek(from)
-		var r *bufio.Reader
+		index := g.index
+		if g.indexed {
+			index = loadEntries(g.path)
+		}
+		off := seek(index, from)
 		if g.path == "" {
-			r = bufio.NewReaderSize(&sliceReader{b: g.mem, off: off}, 4096)
+			br.Reset(&sliceReader{b: g.mem, off: off})
 		} else {
 			f, err := os.Open(g.path)
 			if errors.Is(err, fs.ErrNotExist) {
@@ -732,9 +981,9 @@ func (st *stream) readPlan(plan []segment, start int64, o ReadOptions) ([]Messag
 			if _, err := f.Seek(off, io.SeekStart); err != nil {
 				return nil, err
 			}
-			r = bufio.NewReaderSize(f, 64<<10)
+			br.Reset(f)
 		}
-		rr := &recordReader{r: r, off: off, end: g.size}
+		rr.r, rr.off, rr.end, rr.below = br, off, g.size, from
 		for {
 			m, _, err := rr.next(maxPayload)
 			if err == io.EOF {
@@ -759,6 +1008,9 @@ func (st *stream) readPlan(plan []segment, start int64, o ReadOptions) ([]Messag
 	return out, nil
 }
 
+// readers are the buffered readers of reads (64 KiB each).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
 type sliceReader struct {
 	b   []byte
 	off int64
@@ -778,7 +1030,10 @@ func (s *Store) armSweeperLocked() {
 		return
 	}
 	for _, st := range s.streams {
-		if st.def.TTLMillis > 0 {
+		st.mu.Lock()
+		ttl := st.def.TTLMillis
+		st.mu.Unlock()
+		if ttl > 0 {
 			s.sweeper = time.AfterFunc(sweepEvery, s.sweep)
 			return
 		}
@@ -837,14 +1092,28 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	var errs []error
 	for _, st := range list {
-		if st.def.Persistence == File {
-			errs = append(errs, st.sync(-1))
+		var synced error
+		st.mu.Lock()
+		file := st.def.Persistence == File
+		st.mu.Unlock()
+		if file {
+			synced = st.sync(-1, -1)
+			errs = append(errs, synced)
 		}
 		st.exportMu.Lock()
 		st.syncMu.Lock()
 		st.mu.Lock()
 		if !st.deleted {
+			var active *segment
+			if n := len(st.segs); n > 0 && st.segs[n-1].f != nil && synced == nil {
+				active = st.segs[n-1]
+			}
 			st.closeFilesLocked()
+			if active != nil {
+				// A clean stop: the next start-up need not read it either.
+				st.racy = append(st.racy, active)
+			}
+			st.indexSealedLocked()
 			if st.reserved != st.next {
 				errs = append(errs, writeSeq(filepath.Join(st.dir, seqFile), st.next))
 			}
@@ -854,6 +1123,24 @@ func (s *Store) Close() error {
 		st.mu.Unlock()
 		st.syncMu.Unlock()
 		st.exportMu.Unlock()
+	}
+	// Index files written in the tick their segments last changed in are
+	// written again once the file clock moved on (a few ms; a file system
+	// with coarser times gets scans at the next start-up instead).
+	for range 10 {
+		racy := false
+		for _, st := range list {
+			st.mu.Lock()
+			if len(st.racy) > 0 {
+				st.indexSealedLocked()
+				racy = racy || len(st.racy) > 0
+			}
+			st.mu.Unlock()
+		}
+		if !racy {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	return errors.Join(errs...)
 }

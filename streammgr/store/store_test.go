@@ -379,3 +379,88 @@ func TestDeleteAndValidate(t *testing.T) {
 		t.Fatal(s.List())
 	}
 }
+
+// TestAppendIsTheOSsWhenAcknowledged: records wait in the stream's buffer
+// only until their ack is waited for (a kill -9 after an ack keeps the
+// message), and readers see them before that.
+func TestAppendIsTheOSsWhenAcknowledged(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, nil)
+	defer s.Close()
+	s.Create(Definition{Name: "w"})
+	seg := func() int64 {
+		files, _ := filepath.Glob(filepath.Join(dir, "*", "*.seg"))
+		if len(files) != 1 {
+			t.Fatalf("segments %v", files)
+		}
+		fi, _ := os.Stat(files[0])
+		return fi.Size()
+	}
+	mustAppend(t, s, "w", 1, 100)
+	if n := seg(); n != 124 {
+		t.Fatalf("after Append returned the file holds %d bytes, want 124", n)
+	}
+	var acks Ack
+	for i := range 10 {
+		_, a, err := s.AppendNoWait("w", []byte("pending"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			acks = a
+		} else if !acks.Merge(a) {
+			t.Fatal("acks of one stream do not merge")
+		}
+	}
+	if ms := readAll(t, s, "w", 0); len(ms) != 11 {
+		t.Fatalf("a reader sees %d messages, want 11", len(ms))
+	}
+	if err := acks.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := seg(); n != 124+10*31 {
+		t.Fatalf("after the acks the file holds %d bytes", n)
+	}
+}
+
+// TestFailedWriteFailsItsAcksAndAppendsContinue: when the write of the
+// buffered records fails, their acks fail, nothing of them is read, and
+// appends continue in a new segment with sequence numbers never reused.
+func TestFailedWriteFailsItsAcksAndAppendsContinue(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, nil)
+	s.Create(Definition{Name: "f"})
+	mustAppend(t, s, "f", 2, 10)
+	var acks []Ack
+	for range 3 {
+		_, a, err := s.AppendNoWait("f", []byte("lost"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, a)
+	}
+	st, _ := s.get("f")
+	st.mu.Lock()
+	st.segs[len(st.segs)-1].f.Close() // the next write fails
+	st.mu.Unlock()
+	for i, a := range acks {
+		if err := a.Wait(); err == nil {
+			t.Fatalf("ack %d of a failed write succeeded", i)
+		}
+	}
+	if q := mustAppend(t, s, "f", 1, 10)[0]; q != 5 {
+		t.Fatalf("append after a failed write got %d, want 5", q)
+	}
+	if ms := readAll(t, s, "f", 0); len(seqsOf(ms)) != 3 || ms[1].Seq != 1 || ms[2].Seq != 5 {
+		t.Fatalf("read %v", seqsOf(ms))
+	}
+	if in, _ := s.Describe("f"); len(in.Damage) == 0 {
+		t.Fatal("failed write not reported")
+	}
+	s.Close()
+	s = open(t, dir, nil)
+	defer s.Close()
+	if ms := readAll(t, s, "f", 0); len(ms) != 3 || ms[2].Seq != 5 {
+		t.Fatalf("after restart read %v", seqsOf(ms))
+	}
+}
