@@ -241,7 +241,7 @@ func (c *conn) handshake(br *bufio.Reader) bool {
 		return fail(err)
 	}
 	c.client = "client-" + strconv.FormatInt(clientSeq.Add(1), 10)
-	if a := c.s.auth; a != nil {
+	if a := c.s.auth; c.s.authOn.Load() {
 		fn, err := a.check(c.ctx, req.AuthToken)
 		if err != nil {
 			c.s.env.Log.Warn("stream manager: client refused", "err", err, "remote", c.nc.RemoteAddr().String())

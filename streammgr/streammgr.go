@@ -10,10 +10,14 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	streammgrv1 "github.com/evergreen-edge/evergreen/proto/evergreen/streammgr/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
+	"github.com/evergreen-edge/evergreen/services/kit/deployment"
+	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
+	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/evergreen-edge/evergreen/streammgr/export"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
 )
@@ -42,8 +46,11 @@ func SpecWithOptions(o Options) daemon.Spec {
 		// they start; it asks the runtime about tokens only when a client
 		// connects (a client is a running function).
 		Requires: []string{"bus"},
+		// The group's GGStreamManager function configures it (spec §2.7).
+		ConsumesGroup: true,
 		// Only its log records for the cloud; exports will publish more.
-		Bus: &daemon.BusRole{Publish: []string{"evergreen.streammgr.>"}},
+		Bus: &daemon.BusRole{Publish: []string{"evergreen.streammgr.>"},
+			Subscribe: []string{subjects.DeployApply(Name)}, AllowResponses: true},
 		New: func() daemon.Service { return New(o) },
 	}
 }
@@ -56,6 +63,11 @@ type Service struct {
 	exports *export.Manager
 	ln      net.Listener
 	auth    *tokenChecker
+	// authOn is the AuthenticateClient setting in force (config.json, or
+	// the group's GGStreamManager variable); read at each Connect.
+	authOn atomic.Bool
+	// stopFollowing ends the deployment subscription.
+	stopFollowing func()
 
 	// lifeMu serialises a stream's create, update and delete with its
 	// exports' start and stop, so that an export never outlives its
@@ -103,8 +115,17 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 			env.Log.Error("stream exports not started", "stream", n, "err", err)
 		}
 	}
-	if env.Config.Evergreen.Streams.AuthenticateClient {
-		s.auth = newTokenChecker(env.Root.Socket("runtime"))
+	s.auth = newTokenChecker(env.Root.Socket("runtime"))
+	g, id, err := deployment.LoadCurrent(env.Root)
+	if err != nil {
+		s.exports.Close()
+		st.Close()
+		return err
+	}
+	// The group in force was accepted when it was deployed; should its
+	// settings be refused now (a config.json change), config.json's stand.
+	if err := s.applySettings(g, false); err != nil {
+		env.Log.Error("the group's GGStreamManager settings are not applied; config.json's stand", "err", err)
 	}
 	ln, err := net.Listen("tcp", env.Endpoints.Streams)
 	if err != nil {
@@ -113,6 +134,12 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		return fmt.Errorf("evergreen.listen.streams: %w", err)
 	}
 	s.ln = ln
+	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup, deployment.WithPrepare(s.prepareGroup)); err != nil {
+		ln.Close()
+		s.exports.Close()
+		st.Close()
+		return err
+	}
 	streammgrv1.RegisterStreamManagerServer(env.GRPC, &grpcServer{local: s})
 	s.wg.Add(1)
 	go s.accept()
@@ -123,7 +150,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		}
 	}
 	env.Log.Info("stream manager ready", "listen", ln.Addr().String(), "streams", len(st.List()),
-		"damaged_streams", damaged, "authenticate_client", s.auth != nil)
+		"damaged_streams", damaged, "authenticate_client", s.authOn.Load(), "deployment", id)
 	return nil
 }
 
@@ -131,6 +158,9 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 func (s *Service) Stop(ctx context.Context) error {
 	var err error
 	s.once.Do(func() {
+		if s.stopFollowing != nil {
+			s.stopFollowing()
+		}
 		if s.ln != nil {
 			s.ln.Close()
 		}
@@ -160,3 +190,43 @@ func (s *Service) Stop(ctx context.Context) error {
 
 // Addr is the address the protocol listener is bound to.
 func (s *Service) Addr() string { return s.ln.Addr().String() }
+
+// settingsOf is the settings in force under g.
+func (s *Service) settingsOf(g *groupdef.Group) (Settings, error) {
+	return SettingsFromGroup(g, s.env.Config.Evergreen.Streams, s.env.Endpoints.Streams, s.env.Root.DataDir(Name))
+}
+
+// applySettings puts g's settings in force: config.json's with the group's
+// GGStreamManager variables over them. On an error (only a rollback or
+// start-up gets here with one) config.json's settings are put in force.
+func (s *Service) applySettings(g *groupdef.Group, rollback bool) error {
+	set, err := s.settingsOf(g)
+	if err != nil {
+		if !rollback && g != nil {
+			return err
+		}
+		set, _ = s.settingsOf(nil)
+	}
+	s.authOn.Store(set.AuthenticateClient)
+	s.exports.SetLimits(set.ThreadPoolSize, set.MaxBandwidthKbps*1000, set.S3MinPartSize)
+	for _, msg := range set.Ignored {
+		s.env.Log.Warn("GGStreamManager variable not applied", "variable", msg)
+	}
+	s.env.Log.Info("stream manager settings in force", "authenticate_client", set.AuthenticateClient,
+		"exporter_thread_pool_size", set.ThreadPoolSize, "exporter_max_bandwidth_kbps", set.MaxBandwidthKbps,
+		"s3_min_part_size", set.S3MinPartSize)
+	return err
+}
+
+// prepareGroup checks a new group's GGStreamManager variables before the
+// deployagent commits it.
+func (s *Service) prepareGroup(_ context.Context, g *groupdef.Group, _ string) error {
+	_, err := s.settingsOf(g)
+	return err
+}
+
+// applyGroup puts a new group's settings in force; a rollback is taken
+// whatever it holds.
+func (s *Service) applyGroup(_ context.Context, g *groupdef.Group, rollback bool) error {
+	return s.applySettings(g, rollback)
+}

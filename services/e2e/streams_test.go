@@ -51,4 +51,33 @@ func TestStreamManagerAuthenticatesFunctions(t *testing.T) {
 	if r := ggctl(t, root, "fn", "invoke", "streamfn", "badtoken"); r.code != 0 || strings.TrimSpace(r.stdout) != "connect=2" {
 		t.Fatalf("with a made-up token: %d %q %s", r.code, r.stdout, r.stderr)
 	}
+
+	// v1's GGStreamManager function configures the stream manager from the
+	// group: STREAM_MANAGER_AUTHENTICATE_CLIENT=false lets any local
+	// process in; a bad value fails the deployment naming the variable and
+	// leaves the group in force.
+	fns := g["Functions"].(map[string]any)
+	withSM := func(env map[string]string) string {
+		sm := map[string]any{"Id": "sm", "FunctionArn": "arn:aws:lambda:::function:GGStreamManager:1",
+			"FunctionConfiguration": map[string]any{"Pinned": true, "MemorySize": 4194304, "Timeout": 3,
+				"Environment": map[string]any{"Variables": env}}}
+		fns["Functions"] = []any{fns["Functions"].([]any)[0], sm}
+		b, _ := json.Marshal(g)
+		f := filepath.Join(t.TempDir(), "group.json")
+		os.WriteFile(f, b, 0o600)
+		return f
+	}
+	if r := ggctl(t, root, "deploy", withSM(map[string]string{"STREAM_MANAGER_AUTHENTICATE_CLIENT": "false"})); r.code != 0 {
+		t.Fatalf("deploy with GGStreamManager: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := ggctl(t, root, "fn", "invoke", "streamfn", "badtoken"); r.code != 0 || strings.TrimSpace(r.stdout) != "connect=0 append=0 seq=2" {
+		t.Fatalf("authentication off by the group: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	r := ggctl(t, root, "deploy", withSM(map[string]string{"STREAM_MANAGER_EXPORTER_THREAD_POOL_SIZE": "0"}))
+	if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "Functions[1].FunctionConfiguration.Environment.Variables.STREAM_MANAGER_EXPORTER_THREAD_POOL_SIZE") {
+		t.Fatalf("a bad GGStreamManager value must fail the deployment naming it: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := ggctl(t, root, "fn", "invoke", "streamfn", "badtoken"); r.code != 0 || strings.TrimSpace(r.stdout) != "connect=0 append=0 seq=3" {
+		t.Fatalf("the refused group changed what is in force: %d %q %s", r.code, r.stdout, r.stderr)
+	}
 }
