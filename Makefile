@@ -7,14 +7,14 @@ BUILDINFO := github.com/evergreen-edge/evergreen/services/kit/buildinfo
 LDFLAGS := -s -w -X $(BUILDINFO).Version=$(VERSION) -X $(BUILDINFO).Commit=$(COMMIT)
 export CGO_ENABLED := 0
 TOOLS := $(CURDIR)/.tools/bin
-MODULES := proto services/kit services certmgr deployagent broker shadow streammgr runtime tools
+MODULES := proto services/kit services certmgr deployagent broker shadow streammgr runtime ota tools
 # Pinned tool versions (from the Go module proxy; no protoc download).
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.1
 STATICCHECK_VERSION := v0.7.0
 
-.PHONY: all build run test test-short lint bench proto proto-check tools compose-up compose-down image clean examples
+.PHONY: all build run test test-short lint bench proto proto-check tools compose-up compose-down image clean examples release
 
 all: build
 
@@ -76,6 +76,35 @@ compose-up: image
 
 compose-down:
 	docker-compose down -v
+
+# An over-the-air update bundle of this tree (docs/ota.md): the three
+# programs for linux/GOARCH (default: this machine's) built into
+# DIST/VERSION-ARCH/, packed by ggctl into
+# DIST/evergreen-VERSION-linux-ARCH.tar.gz, and signed when OTA_SIGNING_KEY
+# names a private key from `ggctl ota keygen`. bin/ggctl, which packs and
+# signs, is built for this machine whatever GOARCH says. Entries are dated
+# by the last commit (SOURCE_DATE_EPOCH), so a clean tree bundles the same
+# bytes on any machine.
+DIST ?= dist
+RELEASE_ARCH = $(or $(GOARCH),$(shell $(GO) env GOHOSTARCH))
+RELEASE_DIR = $(DIST)/$(VERSION)-$(RELEASE_ARCH)
+RELEASE_BUNDLE = $(DIST)/evergreen-$(VERSION)-linux-$(RELEASE_ARCH).tar.gz
+
+release:
+	@mkdir -p bin $(RELEASE_DIR)
+	GOOS= GOARCH= $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ggctl ./tools/cmd/ggctl
+	GOOS=linux GOARCH=$(RELEASE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/ggd ./services/cmd/ggd
+	GOOS=linux GOARCH=$(RELEASE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/ggctl ./tools/cmd/ggctl
+	GOOS=linux GOARCH=$(RELEASE_ARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(RELEASE_DIR)/ggd-containerd ./runtime/cmd/ggd-containerd
+	SOURCE_DATE_EPOCH="$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}" \
+		bin/ggctl ota bundle --version '$(VERSION)' --os linux --arch $(RELEASE_ARCH) --bin $(RELEASE_DIR) --out $(RELEASE_BUNDLE)
+	@if [ -n "$(OTA_SIGNING_KEY)" ]; then \
+		echo "bin/ggctl ota sign $(RELEASE_BUNDLE) --key $(OTA_SIGNING_KEY)"; \
+		bin/ggctl ota sign $(RELEASE_BUNDLE) --key "$(OTA_SIGNING_KEY)"; \
+	else \
+		echo "not signed: bin/ggctl ota sign $(RELEASE_BUNDLE) --key KEY signs it (or make release OTA_SIGNING_KEY=KEY)"; \
+	fi
+	@echo "bundle $(RELEASE_BUNDLE): $$(wc -c < $(RELEASE_BUNDLE)) bytes"
 
 clean:
 	rm -rf bin dist

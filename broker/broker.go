@@ -62,6 +62,7 @@ func SpecWithOptions(o Options) daemon.Spec {
 				subjects.ShadowPublish,
 				subjects.ShadowCloud,
 				subjects.DeployCloud,
+				subjects.OTACloud,
 				logsSubject,
 			},
 			AllowResponses: true,

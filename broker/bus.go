@@ -30,6 +30,7 @@ func (s *Service) followBus() error {
 		{subjects.ShadowPublish, s.onShadowPublish},
 		{subjects.ShadowCloud, s.onShadowCloud},
 		{subjects.DeployCloud, s.onDeployCloud},
+		{subjects.OTACloud, s.onOTACloud},
 		{"evergreen.certmgr.events.>", s.onCertmgrEvent},
 		{logsSubject, s.followLogs()},
 	} {

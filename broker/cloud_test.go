@@ -21,6 +21,7 @@ import (
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
+	"github.com/evergreen-edge/evergreen/services/kit/cloudota"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 )
@@ -226,6 +227,48 @@ func TestCloudDeploymentTopics(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	w.in.expect(t, "evergreen/other", "x")
+	w.in.empty(t)
+}
+
+// The core's update job topics bypass the table like the deployment ones:
+// a request goes to the ota daemon on the bus, its status reaches the
+// cloud, and nothing else leaves on that subject.
+func TestCloudOTATopics(t *testing.T) {
+	up, s := newCloudSuite(t)
+	watcher := s.createDevice("watcher")
+	s.deploy(group([]*device{watcher}, nil, sub{arn.Cloud, "evergreen/#", thingARN("watcher")}))
+	requests := s.busInbox(subjects.BrokerCloudOTA)
+	obs, obsIn := up.client(t, "observer")
+	if tok := obs.Subscribe("evergreen/#", 1, nil); !tok.WaitTimeout(within) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	bustest.CheckFor(t, within, 50*time.Millisecond, func() error {
+		st, err := s.api.GetCloudStatus(context.Background(), &brokerv1.GetCloudStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if st.GetState() != brokerv1.CloudState_CLOUD_STATE_CONNECTED || !slices.Contains(st.GetCloudSubscriptions(), cloudota.RequestTopic("test-core")) {
+			return fmt.Errorf("cloud status %v", st)
+		}
+		return nil
+	})
+	w := s.mustV3(watcher)
+	w.subscribe(t, 1, "#")
+
+	req := `{"jobId":"j-1","url":"https://h/b.tar.gz"}`
+	if tok := obs.Publish(cloudota.RequestTopic("test-core"), 1, false, req); !tok.WaitTimeout(within) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	obsIn.expect(t, cloudota.RequestTopic("test-core"), req)
+	if rm := nextRouted(t, requests); rm.GetTopic() != cloudota.RequestTopic("test-core") || string(rm.GetPayload()) != req ||
+		rm.GetSource().GetKind() != brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD {
+		t.Fatalf("update request on the bus: %v", rm)
+	}
+	status := `{"jobId":"j-1","status":"Success","timestamp":1}`
+	s.busPublish(subjects.OTACloud, &brokerv1.RoutedMessage{Topic: clouddeploy.StatusTopic("test-core"), Payload: []byte("no")})
+	s.busPublish(subjects.OTACloud, &brokerv1.RoutedMessage{Topic: cloudota.StatusTopic("test-core"), Payload: []byte(status)})
+	obsIn.expect(t, cloudota.StatusTopic("test-core"), status)
+	s.logs.waitFor(t, "message refused", "from="+subjects.OTACloud, "is not this core's update status topic")
 	w.in.empty(t)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/evergreen-edge/evergreen/broker/router"
 	brokerv1 "github.com/evergreen-edge/evergreen/proto/evergreen/broker/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/clouddeploy"
+	"github.com/evergreen-edge/evergreen/services/kit/cloudota"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/subjects"
 	"github.com/evergreen-edge/evergreen/services/kit/topic"
@@ -79,8 +80,18 @@ func (s *Service) fromCloud(topic string, payload []byte) {
 		return
 	}
 	thing := s.env.Config.CoreThingName()
-	if thing != "" && topic == clouddeploy.StatusTopic(thing) {
+	if thing != "" && (topic == clouddeploy.StatusTopic(thing) || topic == cloudota.StatusTopic(thing)) {
 		return // our own status, back through a wide cloud subscription
+	}
+	if thing != "" && topic == cloudota.RequestTopic(thing) {
+		// An update job: for the ota daemon, never routed.
+		s.publishBus(subjects.BrokerCloudOTA, &brokerv1.RoutedMessage{
+			Topic:   topic,
+			Payload: payload,
+			Source:  &brokerv1.Endpoint{Kind: brokerv1.EndpointKind_ENDPOINT_KIND_CLOUD},
+			Time:    timestamppb.Now(),
+		})
+		return
 	}
 	if thing != "" && topic == clouddeploy.RequestTopic(thing) {
 		// The core's own traffic: for the deployagent, never routed.
@@ -136,11 +147,11 @@ func (s *Service) isSynced(thing string) bool {
 }
 
 // cloudSubjects lists the upstream subscriptions: the core's deployment
-// requests, the synced shadows', then the table's.
+// and update requests, the synced shadows', then the table's.
 func (s *Service) cloudSubjects(t *router.Table) []string {
 	var list []string
 	if thing := s.env.Config.CoreThingName(); thing != "" {
-		list = append(list, clouddeploy.RequestTopic(thing))
+		list = append(list, clouddeploy.RequestTopic(thing), cloudota.RequestTopic(thing))
 	}
 	if m := s.synced.Load(); m != nil {
 		for _, name := range slices.Sorted(maps.Keys(*m)) {
@@ -188,6 +199,25 @@ func (s *Service) onDeployCloud(msg *nats.Msg) {
 	}
 	if thing := s.env.Config.CoreThingName(); thing == "" || rm.GetTopic() != clouddeploy.StatusTopic(thing) {
 		s.reject(msg.Subject, fmt.Sprintf("topic %q is not this core's deployment status topic", rm.GetTopic()))
+		return
+	}
+	s.toCloud(&message{src: router.Cloud, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: 1, time: time.Now()})
+}
+
+// onOTACloud queues an update job status of the ota daemon for the cloud;
+// only the core's update status topic is accepted.
+func (s *Service) onOTACloud(msg *nats.Msg) {
+	rm := &brokerv1.RoutedMessage{}
+	if err := proto.Unmarshal(msg.Data, rm); err != nil {
+		s.reject(msg.Subject, "malformed RoutedMessage: "+err.Error())
+		return
+	}
+	if err := checkMessage(rm.GetTopic(), rm.GetPayload(), 1); err != nil {
+		s.reject(msg.Subject, err.Error())
+		return
+	}
+	if thing := s.env.Config.CoreThingName(); thing == "" || rm.GetTopic() != cloudota.StatusTopic(thing) {
+		s.reject(msg.Subject, fmt.Sprintf("topic %q is not this core's update status topic", rm.GetTopic()))
 		return
 	}
 	s.toCloud(&message{src: router.Cloud, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: 1, time: time.Now()})

@@ -7,6 +7,7 @@ require (
 	github.com/evergreen-edge/evergreen/broker v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/certmgr v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/deployagent v0.0.0-00010101000000-000000000000
+	github.com/evergreen-edge/evergreen/ota v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/proto v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/runtime v0.0.0-00010101000000-000000000000
 	github.com/evergreen-edge/evergreen/services/kit v0.0.0-00010101000000-000000000000
@@ -99,3 +100,5 @@ replace github.com/evergreen-edge/evergreen/shadow => ../shadow
 replace github.com/evergreen-edge/evergreen/streammgr => ../streammgr
 
 replace github.com/evergreen-edge/evergreen/runtime => ../runtime
+
+replace github.com/evergreen-edge/evergreen/ota => ../ota

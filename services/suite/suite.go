@@ -7,6 +7,7 @@ import (
 	"github.com/evergreen-edge/evergreen/broker"
 	"github.com/evergreen-edge/evergreen/certmgr"
 	"github.com/evergreen-edge/evergreen/deployagent"
+	"github.com/evergreen-edge/evergreen/ota/agent"
 	"github.com/evergreen-edge/evergreen/runtime"
 	"github.com/evergreen-edge/evergreen/services/bus"
 	"github.com/evergreen-edge/evergreen/services/ipdetector"
@@ -37,6 +38,8 @@ func Specs() []daemon.Spec {
 		}
 	}
 	members = append(members, deployagent.Spec(consumers))
+	// Last: it commits an update only once everything before it is healthy.
+	members = append(members, agent.Spec())
 	return append([]daemon.Spec{bus.Spec(Roles(members))}, members...)
 }
 

@@ -108,6 +108,23 @@ func (a *api) waitHealthy(ctx context.Context, p *proc) (*supervisorv1.Daemon, e
 	return p.snapshot(), nil
 }
 
+func (a *api) RequestRestart(ctx context.Context, r *supervisorv1.RequestRestartRequest) (*supervisorv1.RequestRestartResponse, error) {
+	select {
+	case <-a.s.stopping:
+		return nil, fmt.Errorf("the suite is stopping: %w", errdefs.ErrFailedPrecondition)
+	default:
+	}
+	reason := r.GetReason()
+	if reason == "" {
+		reason = "requested over the API"
+	}
+	got := a.s.RequestRestart(reason)
+	if got.Exec {
+		return &supervisorv1.RequestRestartResponse{Mode: supervisorv1.RestartMode_RESTART_MODE_EXEC}, nil
+	}
+	return &supervisorv1.RequestRestartResponse{Mode: supervisorv1.RestartMode_RESTART_MODE_EXIT, ExitCode: RestartExitCode}, nil
+}
+
 func (a *api) FollowLog(r *supervisorv1.FollowLogRequest, stream supervisorv1.Supervisor_FollowLogServer) error {
 	p, err := a.s.get(r.GetName())
 	if err != nil {

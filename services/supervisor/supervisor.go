@@ -45,6 +45,21 @@ type Options struct {
 	Log *slog.Logger
 	// Version is reported by ListDaemons.
 	Version string
+	// ChildEnv is added to every daemon's environment (the OTA launcher's
+	// marker: a daemon runs the supervisor's binary, never another one).
+	ChildEnv []string
+}
+
+// RestartExitCode is the supervisor's exit code when it restarts the core
+// without managedRespawn: the systemd unit restarts on it
+// (RestartForceExitStatus=100), as GGv2's nucleus does.
+const RestartExitCode = 100
+
+// Restart is a granted RequestRestart: the host stops the suite, then
+// re-executes (Exec) or exits with RestartExitCode.
+type Restart struct {
+	Reason string
+	Exec   bool
 }
 
 // Supervisor manages the suite's child processes.
@@ -62,6 +77,9 @@ type Supervisor struct {
 	stopOnce  sync.Once
 	startedAt time.Time
 	lock      *layout.Lock
+	// restart carries the one granted restart request to the host.
+	restart     chan Restart
+	restartOnce sync.Once
 }
 
 // New prepares the layout, resolves listen addresses into
@@ -101,7 +119,8 @@ func New(o Options) (*Supervisor, error) {
 	if err := bus.EnsureCredentials(o.Root, users); err != nil {
 		return nil, err
 	}
-	s := &Supervisor{o: o, log: o.Log, eps: eps, lock: lock, byName: map[string]*proc{}, stopping: make(chan struct{}), startedAt: time.Now()}
+	s := &Supervisor{o: o, log: o.Log, eps: eps, lock: lock, byName: map[string]*proc{}, stopping: make(chan struct{}), startedAt: time.Now(),
+		restart: make(chan Restart, 1)}
 	allowed := map[string]bool{}
 	for _, n := range o.Config.Evergreen.Daemons {
 		allowed[n] = true
@@ -126,6 +145,21 @@ func New(o Options) (*Supervisor, error) {
 	}
 	ok = true
 	return s, nil
+}
+
+// RestartRequested delivers a granted RequestRestart once. The host (ggd's
+// main) then calls Shutdown and re-executes or exits with RestartExitCode.
+func (s *Supervisor) RestartRequested() <-chan Restart { return s.restart }
+
+// RequestRestart grants the first restart request (the API's, or the
+// host's own); later ones get the same answer and change nothing.
+func (s *Supervisor) RequestRestart(reason string) Restart {
+	r := Restart{Reason: reason, Exec: s.o.Config.ManagedRespawn}
+	s.restartOnce.Do(func() {
+		s.log.Info("restart of the core requested", "reason", reason, "managed_respawn", r.Exec)
+		s.restart <- r
+	})
+	return r
 }
 
 // Endpoints are the resolved listen addresses.
@@ -237,7 +271,7 @@ func (s *Supervisor) command(p *proc) *exec.Cmd {
 	cmd := exec.Command(s.o.Exe, p.spec.Name, "--root", s.o.Root.Dir())
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
-	env := []string{"EVERGREEN_SUPERVISED=1"}
+	env := append([]string{"EVERGREEN_SUPERVISED=1"}, s.o.ChildEnv...)
 	for _, kv := range os.Environ() {
 		// The children must not talk to systemd in the supervisor's name.
 		if !hasPrefix(kv, "NOTIFY_SOCKET=") && !hasPrefix(kv, "WATCHDOG_") && !hasPrefix(kv, "EVERGREEN_GRPC_LISTEN=") {

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/ota/launch"
 	"github.com/evergreen-edge/evergreen/services/kit/buildinfo"
 	"github.com/evergreen-edge/evergreen/services/kit/daemon"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
@@ -46,10 +47,14 @@ DIR defaults to $EVERGREEN_ROOT, else /var/lib/evergreen.
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		// Before anything else: an installed update may take over.
+		launch.Run(append([]string{os.Args[0]}, args...), launch.Options{})
 		return supervise(args, stderr)
 	}
 	switch args[0] {
 	case "version", "--version":
+		// The version that runs: an installed update's (ota/launch).
+		launch.Run(append([]string{os.Args[0]}, args...), launch.Options{Daemon: "version"})
 		fmt.Fprintf(stdout, "ggd %s\n", buildinfo.String())
 		return 0
 	case "help", "-h", "--help":
@@ -63,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ggd: unknown daemon or command %q (ggd help lists them)\n", args[0])
 		return 2
 	}
+	launch.Run(append([]string{os.Args[0]}, args...), launch.Options{Daemon: spec.Name})
 	return daemon.Main(spec, args[1:])
 }
 
@@ -134,7 +140,8 @@ func supervise(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ggd: %v\n", err)
 		return 1
 	}
-	sv, err := supervisor.New(supervisor.Options{Root: r, Config: cfg, Specs: suite.Specs(), Exe: exe, Log: log, Version: buildinfo.String()})
+	sv, err := supervisor.New(supervisor.Options{Root: r, Config: cfg, Specs: suite.Specs(), Exe: exe, Log: log, Version: buildinfo.String(),
+		ChildEnv: launch.ChildEnv()})
 	if err != nil {
 		fmt.Fprintf(stderr, "ggd: %v\n", oneLine(err))
 		return 1
@@ -142,20 +149,53 @@ func supervise(args []string, stderr io.Writer) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
 	startCtx, startCancel := context.WithTimeout(ctx, time.Duration(cfg.Evergreen.Supervisor.StartTimeoutMs)*time.Millisecond*time.Duration(len(suite.Specs())))
-	if err := sv.Start(startCtx); err != nil && ctx.Err() == nil {
-		log.Error("suite did not come up healthy; still supervising", "err", err)
+	defer startCancel()
+	started := make(chan struct{})
+	// Started in the background: a restart request (an update that never
+	// gets healthy, rolled back) must not wait for every daemon.
+	go func() {
+		defer close(started)
+		if err := sv.Start(startCtx); err != nil && startCtx.Err() == nil {
+			log.Error("suite did not come up healthy; still supervising", "err", err)
+		} else if err != nil && ctx.Err() == nil {
+			log.Error("suite did not come up healthy in time; still supervising", "err", err)
+		}
+		time.AfterFunc(daemon.TrimDelay, memtrim.Trim)
+		log.Info("supervising", "root", abs, "http", sv.HTTPAddr(), "bus", sv.Endpoints().Bus, "version", buildinfo.Version)
+		sdnotify.Ready()
+	}()
+	// The backstop of an update's health check (ota/launch).
+	go launch.CommitWatchdog(ctx, abs, time.Duration(cfg.Runtime.PostStartHealthCheckTimeout)*time.Millisecond, log,
+		func(reason string) { sv.RequestRestart(reason) })
+	var restart *supervisor.Restart
+	select {
+	case <-ctx.Done():
+	case r := <-sv.RestartRequested():
+		restart = &r
 	}
 	startCancel()
-	time.AfterFunc(daemon.TrimDelay, memtrim.Trim)
-	log.Info("supervising", "root", abs, "http", sv.HTTPAddr(), "bus", sv.Endpoints().Bus)
-	sdnotify.Ready()
-	<-ctx.Done()
-	sdnotify.Stopping()
+	<-started
+	if restart == nil || !restart.Exec {
+		sdnotify.Stopping()
+	}
 	stop := time.Duration(cfg.Evergreen.Supervisor.StopTimeoutMs)*time.Millisecond*time.Duration(len(suite.Specs())) + time.Second
 	sctx, scancel := context.WithTimeout(context.Background(), stop)
 	defer scancel()
 	sv.Shutdown(sctx)
-	return 0
+	if restart == nil {
+		return 0
+	}
+	if restart.Exec {
+		// managedRespawn: the same process goes on as DIR/ota/current/ggd,
+		// through the launcher (which counts the launch).
+		log.Info("restarting in place", "reason", restart.Reason)
+		closeLog.Close()
+		err := launch.Reexec(append([]string{os.Args[0]}, args...))
+		fmt.Fprintf(stderr, "ggd: re-exec failed, exiting for the service manager to restart: %v\n", err)
+		return supervisor.RestartExitCode
+	}
+	log.Info("exiting for the service manager to restart the core", "reason", restart.Reason, "code", supervisor.RestartExitCode)
+	return supervisor.RestartExitCode
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -412,7 +412,7 @@ func (s *Suite) Kill() {
 		syscall.Kill(s.Cmd.Process.Pid, syscall.SIGKILL)
 	}
 	for _, pid := range pids {
-		if ownProcess(pid, s.Cmd.Path) {
+		if s.ownProcess(pid) {
 			syscall.Kill(-pid, syscall.SIGKILL)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -420,14 +420,20 @@ func (s *Suite) Kill() {
 	<-s.done
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
-		for Alive(pid) && ownProcess(pid, s.Cmd.Path) && time.Now().Before(deadline) {
+		for Alive(pid) && s.ownProcess(pid) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }
 
-// ownProcess says whether pid runs bin (a pid file may be stale).
-func ownProcess(pid int, bin string) bool {
+// ownProcess says whether pid runs the suite's binary (a pid file may be
+// stale): the one launched, or a version installed under DIR/ota, which
+// the OTA launcher hands the process over to.
+func (s *Suite) ownProcess(pid int) bool {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	return err == nil && strings.TrimSuffix(exe, " (deleted)") == bin
+	if err != nil {
+		return false
+	}
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	return exe == s.Cmd.Path || strings.HasPrefix(exe, filepath.Join(s.Root.Dir(), "ota", "versions")+"/")
 }

@@ -154,6 +154,8 @@ type Evergreen struct {
 	Connectivity []ConnectivityEntry `json:"connectivity,omitempty"`
 	Logging      Logging             `json:"logging"`
 	Supervisor   Supervisor          `json:"supervisor"`
+	// OTA configures over-the-air updates of the core (docs/ota.md).
+	OTA OTA `json:"ota"`
 	// Daemons restricts the daemons the supervisor runs; empty runs all of
 	// KnownDaemons.
 	Daemons []string `json:"daemons,omitempty"`
@@ -287,6 +289,24 @@ type Supervisor struct {
 	StopTimeoutMs          int `json:"stopTimeoutMs"`
 }
 
+// OTA configures the ota daemon: which keys may sign update bundles and how
+// large a bundle may be.
+type OTA struct {
+	// TrustedKeys are the public keys whose signatures the core accepts,
+	// each "ed25519:<base64 of the 32-byte key>" (`ggctl ota keygen`
+	// prints one). Empty: every update is refused.
+	TrustedKeys []string `json:"trustedKeys,omitempty"`
+	// MaxBundleBytes caps a bundle, downloaded or local: default 256 MiB,
+	// 1 MiB..4 GiB.
+	MaxBundleBytes int64 `json:"maxBundleBytes"`
+	// AllowDowngrade installs an older version than the one running
+	// without --force (the same version and broken versions still need it).
+	AllowDowngrade bool `json:"allowDowngrade"`
+}
+
+// DefaultMaxBundleBytes is evergreen.ota.maxBundleBytes's default.
+const DefaultMaxBundleBytes = 256 << 20
+
 // DefaultCoreThingName is the core's name when coreThing.thingArn is absent.
 const DefaultCoreThingName = "evergreen-core"
 
@@ -362,7 +382,7 @@ func Default() *Config {
 			Shadow:     Shadow{MaxStateBytes: 8192},
 			Streams: Streams{AuthenticateClient: true, ExporterThreadPoolSize: 5,
 				S3MultipartMinPartSizeBytes: 5242880},
-			Runtime:    EvergreenRuntime{ContainerdAddress: "/run/containerd/containerd.sock"},
+			Runtime: EvergreenRuntime{ContainerdAddress: "/run/containerd/containerd.sock"},
 			Logging: Logging{
 				Level:        "info",
 				MaxFileBytes: 1 << 20,
@@ -376,6 +396,7 @@ func Default() *Config {
 				StartTimeoutMs:          10000,
 				StopTimeoutMs:           5000,
 			},
+			OTA: OTA{MaxBundleBytes: DefaultMaxBundleBytes},
 		},
 	}
 	c.Runtime.Cgroup.UseSystemd = "no"

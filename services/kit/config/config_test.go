@@ -114,6 +114,11 @@ func TestParseRejects(t *testing.T) {
 		{"connectivity port high", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":65536}]}}`, "evergreen.connectivity[0].portNumber", "evergreen.connectivity[0].portNumber: 65536 is out of range 1..65535"},
 		{"connectivity port string", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":"8883"}]}}`, "evergreen.connectivity[0].portNumber", ""},
 		{"connectivity metadata long", `{"evergreen":{"connectivity":[{"id":"a","hostAddress":"10.0.0.1","portNumber":8883,"metadata":"` + strings.Repeat("m", 1025) + `"}]}}`, "evergreen.connectivity[0].metadata", ""},
+		{"ota key no prefix", `{"evergreen":{"ota":{"trustedKeys":["AAAA"]}}}`, "evergreen.ota.trustedKeys[0]", `evergreen.ota.trustedKeys[0]: "AAAA" is not "ed25519:<base64 of a 32-byte public key>"`},
+		{"ota key short", `{"evergreen":{"ota":{"trustedKeys":["ed25519:AAAA"]}}}`, "evergreen.ota.trustedKeys[0]", ""},
+		{"ota key repeated", `{"evergreen":{"ota":{"trustedKeys":["ed25519:` + otaKey + `","ed25519:` + otaKey + `"]}}}`, "evergreen.ota.trustedKeys[1]", ""},
+		{"ota maxBundleBytes", `{"evergreen":{"ota":{"maxBundleBytes":1000}}}`, "evergreen.ota.maxBundleBytes", "evergreen.ota.maxBundleBytes: 1000 is out of range 1048576..4294967296"},
+		{"ota allowDowngrade", `{"evergreen":{"ota":{"allowDowngrade":"yes"}}}`, "evergreen.ota.allowDowngrade", ""},
 		{"keyAlgorithm", `{"evergreen":{"certmgr":{"keyAlgorithm":"rsa-4096"}}}`, "evergreen.certmgr.keyAlgorithm", `evergreen.certmgr.keyAlgorithm: "rsa-4096" is not one of ecdsa-p256, rsa-2048`},
 		{"serverCertValidityDays", `{"evergreen":{"certmgr":{"serverCertValidityDays":6}}}`, "evergreen.certmgr.serverCertValidityDays", "evergreen.certmgr.serverCertValidityDays: 6 is out of range 7..30"},
 		{"caValidityDays", `{"evergreen":{"certmgr":{"caValidityDays":7301}}}`, "evergreen.certmgr.caValidityDays", ""},
@@ -177,6 +182,19 @@ func TestParseSyntaxErrors(t *testing.T) {
 	}
 }
 
+// otaKey is a 32-byte key in base64 (all zero bytes).
+const otaKey = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+func TestOTATrustedKeyAccepted(t *testing.T) {
+	c, err := config.Parse([]byte(`{"evergreen":{"ota":{"trustedKeys":["ed25519:` + otaKey + `"],"maxBundleBytes":1048576,"allowDowngrade":true}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Evergreen.OTA; len(o.TrustedKeys) != 1 || o.MaxBundleBytes != 1<<20 || !o.AllowDowngrade {
+		t.Fatalf("evergreen.ota = %+v", o)
+	}
+}
+
 func TestParseTooLarge(t *testing.T) {
 	big := append([]byte(`{"writeDirectory":"/`), bytes.Repeat([]byte("a"), config.MaxFileSize)...)
 	big = append(big, `"}`...)
@@ -231,6 +249,9 @@ func TestDefaults(t *testing.T) {
 		{"crashLoopWindowSeconds", d.Evergreen.Supervisor.CrashLoopWindowSeconds, 60},
 		{"startTimeoutMs", d.Evergreen.Supervisor.StartTimeoutMs, 10000},
 		{"stopTimeoutMs", d.Evergreen.Supervisor.StopTimeoutMs, 5000},
+		{"ota.maxBundleBytes", d.Evergreen.OTA.MaxBundleBytes, int64(256 << 20)},
+		{"ota.trustedKeys", d.Evergreen.OTA.TrustedKeys == nil, true},
+		{"ota.allowDowngrade", d.Evergreen.OTA.AllowDowngrade, false},
 		{"cloud", d.CloudEnabled(), false},
 		{"crypto", d.Crypto == nil, true},
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"net"
 	"net/netip"
 	"net/url"
@@ -274,6 +275,21 @@ func endpointURLProblem(s string) string {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
 		return "is not an http:// or https:// URL with a host"
+	}
+	return ""
+}
+
+// trustedKeyProblem accepts "ed25519:<base64 of 32 bytes>", the form
+// `ggctl ota keygen` prints (ota/bundle.MarshalPublicKey).
+func trustedKeyProblem(s string) string {
+	const rule = `is not "ed25519:<base64 of a 32-byte public key>"`
+	b64, ok := strings.CutPrefix(s, "ed25519:")
+	if !ok {
+		return rule
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(b) != 32 {
+		return rule
 	}
 	return ""
 }

@@ -636,6 +636,14 @@ func evergreenFields(eg *Evergreen) []field {
 				return nil
 			},
 		}},
+		{"ota", &object{fields: func() []field {
+			o := &eg.OTA
+			return []field{
+				{"trustedKeys", &textList{p: &o.TrustedKeys, valid: trustedKeyProblem}},
+				{"maxBundleBytes", &integer[int64]{p: &o.MaxBundleBytes, lo: 1 << 20, hi: 4 << 30}},
+				{"allowDowngrade", &boolean{&o.AllowDowngrade}},
+			}
+		}}},
 		{"daemons", &textList{p: &eg.Daemons, valid: oneOf(knownDaemons...)}},
 	}
 }

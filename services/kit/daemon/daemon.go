@@ -233,8 +233,12 @@ func Start(ctx context.Context, spec Spec, o Options) (*Running, error) {
 	for _, l := range r.lns {
 		go func(l net.Listener) { r.serveErr <- env.GRPC.Serve(l) }(l)
 	}
-	env.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	env.Health.SetServingStatus(spec.Name, healthpb.HealthCheckResponse_SERVING)
+	if failsHealthForTest(spec.Name) {
+		log.Warn("built never to report healthy (a failpoints test build)")
+	} else {
+		env.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		env.Health.SetServingStatus(spec.Name, healthpb.HealthCheckResponse_SERVING)
+	}
 	os.WriteFile(root.PidFile(spec.Name), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	log.Info("ready", "socket", root.Socket(spec.Name), "pid", os.Getpid())
 	// Start-up garbage and start-up code are done with once the burst of

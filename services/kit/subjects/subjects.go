@@ -61,6 +61,17 @@ const (
 	// deployment status topic; the broker queues it for the cloud.
 	DeployCloud = "evergreen.deploy.cloud"
 
+	// Cloud update jobs (services/kit/cloudota, docs/ota.md), outside the
+	// subscription table as well.
+	//
+	// BrokerCloudOTA carries what the cloud publishes on the core's update
+	// request topic, as a RoutedMessage with source cloud; the ota daemon
+	// runs it.
+	BrokerCloudOTA = "evergreen.broker.cloud.ota"
+	// OTACloud carries a RoutedMessage of the ota daemon on the core's
+	// update status topic; the broker queues it for the cloud.
+	OTACloud = "evergreen.ota.cloud"
+
 	// IPConnectivity carries ipdetectorv1.Connectivity whenever the core's
 	// addresses change; certmgr re-issues the MQTT server certificate.
 	IPConnectivity = "evergreen.ipdetector.events.connectivity"

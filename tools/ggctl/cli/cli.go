@@ -59,6 +59,12 @@ Commands:
   stream append NAME PAYLOAD         append a message
   stream read NAME [--from N] [-n C] read messages
   stream describe|delete NAME        a stream's definition and storage; delete it
+  ota keygen --out PREFIX            make an ed25519 key pair to sign update bundles (offline)
+  ota bundle --version V --out FILE  pack ggd, ggctl and ggd-containerd into an update bundle
+  ota sign BUNDLE --key KEY          sign an update bundle (writes BUNDLE.sig)
+  ota verify BUNDLE --pub FILE       check a bundle's signature, manifest and files as a core does
+  ota apply BUNDLE|URL [--wait]      install an update on the core and restart into it (--force, --sig)
+  ota status                         running, current, previous, pending and broken versions; last outcome
   pub TOPIC PAYLOAD [--as SOURCE]    route a message through the subscriptions as SOURCE
   sub FILTER [-n COUNT]              print the messages routed on topics matching FILTER
   subscriptions                      the subscription table in force
@@ -141,6 +147,8 @@ func init() {
 	}
 	commands = append(commands, secretCommands...)
 	commands = append(commands, streamCommands...)
+	commands = append(commands, command{"ota", "SUBCOMMAND [ARGS]", "Over-the-air updates of the core itself: make, sign, check and install update\nbundles (docs/ota.md).", cmdOta})
+	commands = append(commands, otaCommands...)
 }
 
 // globals are the flags every command accepts.

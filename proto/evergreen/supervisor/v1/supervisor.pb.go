@@ -22,6 +22,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RestartMode is how the supervisor restarts the core.
+type RestartMode int32
+
+const (
+	RestartMode_RESTART_MODE_UNSPECIFIED RestartMode = 0
+	// syscall.Exec in place (managedRespawn true): same pid.
+	RestartMode_RESTART_MODE_EXEC RestartMode = 1
+	// Exit with code 100 for the service manager to start it again.
+	RestartMode_RESTART_MODE_EXIT RestartMode = 2
+)
+
+// Enum value maps for RestartMode.
+var (
+	RestartMode_name = map[int32]string{
+		0: "RESTART_MODE_UNSPECIFIED",
+		1: "RESTART_MODE_EXEC",
+		2: "RESTART_MODE_EXIT",
+	}
+	RestartMode_value = map[string]int32{
+		"RESTART_MODE_UNSPECIFIED": 0,
+		"RESTART_MODE_EXEC":        1,
+		"RESTART_MODE_EXIT":        2,
+	}
+)
+
+func (x RestartMode) Enum() *RestartMode {
+	p := new(RestartMode)
+	*p = x
+	return p
+}
+
+func (x RestartMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestartMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_evergreen_supervisor_v1_supervisor_proto_enumTypes[0].Descriptor()
+}
+
+func (RestartMode) Type() protoreflect.EnumType {
+	return &file_evergreen_supervisor_v1_supervisor_proto_enumTypes[0]
+}
+
+func (x RestartMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestartMode.Descriptor instead.
+func (RestartMode) EnumDescriptor() ([]byte, []int) {
+	return file_evergreen_supervisor_v1_supervisor_proto_rawDescGZIP(), []int{0}
+}
+
 type DaemonState int32
 
 const (
@@ -74,11 +126,11 @@ func (x DaemonState) String() string {
 }
 
 func (DaemonState) Descriptor() protoreflect.EnumDescriptor {
-	return file_evergreen_supervisor_v1_supervisor_proto_enumTypes[0].Descriptor()
+	return file_evergreen_supervisor_v1_supervisor_proto_enumTypes[1].Descriptor()
 }
 
 func (DaemonState) Type() protoreflect.EnumType {
-	return &file_evergreen_supervisor_v1_supervisor_proto_enumTypes[0]
+	return &file_evergreen_supervisor_v1_supervisor_proto_enumTypes[1]
 }
 
 func (x DaemonState) Number() protoreflect.EnumNumber {
@@ -87,7 +139,7 @@ func (x DaemonState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DaemonState.Descriptor instead.
 func (DaemonState) EnumDescriptor() ([]byte, []int) {
-	return file_evergreen_supervisor_v1_supervisor_proto_rawDescGZIP(), []int{0}
+	return file_evergreen_supervisor_v1_supervisor_proto_rawDescGZIP(), []int{1}
 }
 
 type Daemon struct {
@@ -582,6 +634,104 @@ func (x *LogLine) GetLine() string {
 	return ""
 }
 
+type RequestRestartRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, for the log.
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRestartRequest) Reset() {
+	*x = RequestRestartRequest{}
+	mi := &file_evergreen_supervisor_v1_supervisor_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRestartRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRestartRequest) ProtoMessage() {}
+
+func (x *RequestRestartRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_supervisor_v1_supervisor_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRestartRequest.ProtoReflect.Descriptor instead.
+func (*RequestRestartRequest) Descriptor() ([]byte, []int) {
+	return file_evergreen_supervisor_v1_supervisor_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RequestRestartRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RequestRestartResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  RestartMode            `protobuf:"varint,1,opt,name=mode,proto3,enum=evergreen.supervisor.v1.RestartMode" json:"mode,omitempty"`
+	// The exit code with RESTART_MODE_EXIT (100).
+	ExitCode      int32 `protobuf:"varint,2,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRestartResponse) Reset() {
+	*x = RequestRestartResponse{}
+	mi := &file_evergreen_supervisor_v1_supervisor_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRestartResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRestartResponse) ProtoMessage() {}
+
+func (x *RequestRestartResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_evergreen_supervisor_v1_supervisor_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRestartResponse.ProtoReflect.Descriptor instead.
+func (*RequestRestartResponse) Descriptor() ([]byte, []int) {
+	return file_evergreen_supervisor_v1_supervisor_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RequestRestartResponse) GetMode() RestartMode {
+	if x != nil {
+		return x.Mode
+	}
+	return RestartMode_RESTART_MODE_UNSPECIFIED
+}
+
+func (x *RequestRestartResponse) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
 var File_evergreen_supervisor_v1_supervisor_proto protoreflect.FileDescriptor
 
 const file_evergreen_supervisor_v1_supervisor_proto_rawDesc = "" +
@@ -619,7 +769,16 @@ const file_evergreen_supervisor_v1_supervisor_proto_rawDesc = "" +
 	"tail_lines\x18\x02 \x01(\x05R\ttailLines\x12\x16\n" +
 	"\x06follow\x18\x03 \x01(\bR\x06follow\"\x1d\n" +
 	"\aLogLine\x12\x12\n" +
-	"\x04line\x18\x01 \x01(\tR\x04line*\xcc\x01\n" +
+	"\x04line\x18\x01 \x01(\tR\x04line\"/\n" +
+	"\x15RequestRestartRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"o\n" +
+	"\x16RequestRestartResponse\x128\n" +
+	"\x04mode\x18\x01 \x01(\x0e2$.evergreen.supervisor.v1.RestartModeR\x04mode\x12\x1b\n" +
+	"\texit_code\x18\x02 \x01(\x05R\bexitCode*Y\n" +
+	"\vRestartMode\x12\x1c\n" +
+	"\x18RESTART_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11RESTART_MODE_EXEC\x10\x01\x12\x15\n" +
+	"\x11RESTART_MODE_EXIT\x10\x02*\xcc\x01\n" +
 	"\vDaemonState\x12\x1c\n" +
 	"\x18DAEMON_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14DAEMON_STATE_STOPPED\x10\x01\x12\x19\n" +
@@ -627,7 +786,7 @@ const file_evergreen_supervisor_v1_supervisor_proto_rawDesc = "" +
 	"\x14DAEMON_STATE_RUNNING\x10\x03\x12\x18\n" +
 	"\x14DAEMON_STATE_BACKOFF\x10\x04\x12\x1b\n" +
 	"\x17DAEMON_STATE_CRASH_LOOP\x10\x05\x12\x19\n" +
-	"\x15DAEMON_STATE_STOPPING\x10\x062\xc4\x04\n" +
+	"\x15DAEMON_STATE_STOPPING\x10\x062\xb7\x05\n" +
 	"\n" +
 	"Supervisor\x12h\n" +
 	"\vListDaemons\x12+.evergreen.supervisor.v1.ListDaemonsRequest\x1a,.evergreen.supervisor.v1.ListDaemonsResponse\x12W\n" +
@@ -636,7 +795,8 @@ const file_evergreen_supervisor_v1_supervisor_proto_rawDesc = "" +
 	"\n" +
 	"StopDaemon\x12*.evergreen.supervisor.v1.StopDaemonRequest\x1a\x1f.evergreen.supervisor.v1.Daemon\x12_\n" +
 	"\rRestartDaemon\x12-.evergreen.supervisor.v1.RestartDaemonRequest\x1a\x1f.evergreen.supervisor.v1.Daemon\x12Z\n" +
-	"\tFollowLog\x12).evergreen.supervisor.v1.FollowLogRequest\x1a .evergreen.supervisor.v1.LogLine0\x01BPZNgithub.com/evergreen-edge/evergreen/proto/evergreen/supervisor/v1;supervisorv1b\x06proto3"
+	"\tFollowLog\x12).evergreen.supervisor.v1.FollowLogRequest\x1a .evergreen.supervisor.v1.LogLine0\x01\x12q\n" +
+	"\x0eRequestRestart\x12..evergreen.supervisor.v1.RequestRestartRequest\x1a/.evergreen.supervisor.v1.RequestRestartResponseBPZNgithub.com/evergreen-edge/evergreen/proto/evergreen/supervisor/v1;supervisorv1b\x06proto3"
 
 var (
 	file_evergreen_supervisor_v1_supervisor_proto_rawDescOnce sync.Once
@@ -650,42 +810,48 @@ func file_evergreen_supervisor_v1_supervisor_proto_rawDescGZIP() []byte {
 	return file_evergreen_supervisor_v1_supervisor_proto_rawDescData
 }
 
-var file_evergreen_supervisor_v1_supervisor_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_evergreen_supervisor_v1_supervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_evergreen_supervisor_v1_supervisor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_evergreen_supervisor_v1_supervisor_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_evergreen_supervisor_v1_supervisor_proto_goTypes = []any{
-	(DaemonState)(0),              // 0: evergreen.supervisor.v1.DaemonState
-	(*Daemon)(nil),                // 1: evergreen.supervisor.v1.Daemon
-	(*ListDaemonsRequest)(nil),    // 2: evergreen.supervisor.v1.ListDaemonsRequest
-	(*ListDaemonsResponse)(nil),   // 3: evergreen.supervisor.v1.ListDaemonsResponse
-	(*GetDaemonRequest)(nil),      // 4: evergreen.supervisor.v1.GetDaemonRequest
-	(*StartDaemonRequest)(nil),    // 5: evergreen.supervisor.v1.StartDaemonRequest
-	(*StopDaemonRequest)(nil),     // 6: evergreen.supervisor.v1.StopDaemonRequest
-	(*RestartDaemonRequest)(nil),  // 7: evergreen.supervisor.v1.RestartDaemonRequest
-	(*FollowLogRequest)(nil),      // 8: evergreen.supervisor.v1.FollowLogRequest
-	(*LogLine)(nil),               // 9: evergreen.supervisor.v1.LogLine
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(RestartMode)(0),               // 0: evergreen.supervisor.v1.RestartMode
+	(DaemonState)(0),               // 1: evergreen.supervisor.v1.DaemonState
+	(*Daemon)(nil),                 // 2: evergreen.supervisor.v1.Daemon
+	(*ListDaemonsRequest)(nil),     // 3: evergreen.supervisor.v1.ListDaemonsRequest
+	(*ListDaemonsResponse)(nil),    // 4: evergreen.supervisor.v1.ListDaemonsResponse
+	(*GetDaemonRequest)(nil),       // 5: evergreen.supervisor.v1.GetDaemonRequest
+	(*StartDaemonRequest)(nil),     // 6: evergreen.supervisor.v1.StartDaemonRequest
+	(*StopDaemonRequest)(nil),      // 7: evergreen.supervisor.v1.StopDaemonRequest
+	(*RestartDaemonRequest)(nil),   // 8: evergreen.supervisor.v1.RestartDaemonRequest
+	(*FollowLogRequest)(nil),       // 9: evergreen.supervisor.v1.FollowLogRequest
+	(*LogLine)(nil),                // 10: evergreen.supervisor.v1.LogLine
+	(*RequestRestartRequest)(nil),  // 11: evergreen.supervisor.v1.RequestRestartRequest
+	(*RequestRestartResponse)(nil), // 12: evergreen.supervisor.v1.RequestRestartResponse
+	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
 }
 var file_evergreen_supervisor_v1_supervisor_proto_depIdxs = []int32{
-	0,  // 0: evergreen.supervisor.v1.Daemon.state:type_name -> evergreen.supervisor.v1.DaemonState
-	10, // 1: evergreen.supervisor.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
-	1,  // 2: evergreen.supervisor.v1.ListDaemonsResponse.daemons:type_name -> evergreen.supervisor.v1.Daemon
-	2,  // 3: evergreen.supervisor.v1.Supervisor.ListDaemons:input_type -> evergreen.supervisor.v1.ListDaemonsRequest
-	4,  // 4: evergreen.supervisor.v1.Supervisor.GetDaemon:input_type -> evergreen.supervisor.v1.GetDaemonRequest
-	5,  // 5: evergreen.supervisor.v1.Supervisor.StartDaemon:input_type -> evergreen.supervisor.v1.StartDaemonRequest
-	6,  // 6: evergreen.supervisor.v1.Supervisor.StopDaemon:input_type -> evergreen.supervisor.v1.StopDaemonRequest
-	7,  // 7: evergreen.supervisor.v1.Supervisor.RestartDaemon:input_type -> evergreen.supervisor.v1.RestartDaemonRequest
-	8,  // 8: evergreen.supervisor.v1.Supervisor.FollowLog:input_type -> evergreen.supervisor.v1.FollowLogRequest
-	3,  // 9: evergreen.supervisor.v1.Supervisor.ListDaemons:output_type -> evergreen.supervisor.v1.ListDaemonsResponse
-	1,  // 10: evergreen.supervisor.v1.Supervisor.GetDaemon:output_type -> evergreen.supervisor.v1.Daemon
-	1,  // 11: evergreen.supervisor.v1.Supervisor.StartDaemon:output_type -> evergreen.supervisor.v1.Daemon
-	1,  // 12: evergreen.supervisor.v1.Supervisor.StopDaemon:output_type -> evergreen.supervisor.v1.Daemon
-	1,  // 13: evergreen.supervisor.v1.Supervisor.RestartDaemon:output_type -> evergreen.supervisor.v1.Daemon
-	9,  // 14: evergreen.supervisor.v1.Supervisor.FollowLog:output_type -> evergreen.supervisor.v1.LogLine
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	1,  // 0: evergreen.supervisor.v1.Daemon.state:type_name -> evergreen.supervisor.v1.DaemonState
+	13, // 1: evergreen.supervisor.v1.Daemon.started_at:type_name -> google.protobuf.Timestamp
+	2,  // 2: evergreen.supervisor.v1.ListDaemonsResponse.daemons:type_name -> evergreen.supervisor.v1.Daemon
+	0,  // 3: evergreen.supervisor.v1.RequestRestartResponse.mode:type_name -> evergreen.supervisor.v1.RestartMode
+	3,  // 4: evergreen.supervisor.v1.Supervisor.ListDaemons:input_type -> evergreen.supervisor.v1.ListDaemonsRequest
+	5,  // 5: evergreen.supervisor.v1.Supervisor.GetDaemon:input_type -> evergreen.supervisor.v1.GetDaemonRequest
+	6,  // 6: evergreen.supervisor.v1.Supervisor.StartDaemon:input_type -> evergreen.supervisor.v1.StartDaemonRequest
+	7,  // 7: evergreen.supervisor.v1.Supervisor.StopDaemon:input_type -> evergreen.supervisor.v1.StopDaemonRequest
+	8,  // 8: evergreen.supervisor.v1.Supervisor.RestartDaemon:input_type -> evergreen.supervisor.v1.RestartDaemonRequest
+	9,  // 9: evergreen.supervisor.v1.Supervisor.FollowLog:input_type -> evergreen.supervisor.v1.FollowLogRequest
+	11, // 10: evergreen.supervisor.v1.Supervisor.RequestRestart:input_type -> evergreen.supervisor.v1.RequestRestartRequest
+	4,  // 11: evergreen.supervisor.v1.Supervisor.ListDaemons:output_type -> evergreen.supervisor.v1.ListDaemonsResponse
+	2,  // 12: evergreen.supervisor.v1.Supervisor.GetDaemon:output_type -> evergreen.supervisor.v1.Daemon
+	2,  // 13: evergreen.supervisor.v1.Supervisor.StartDaemon:output_type -> evergreen.supervisor.v1.Daemon
+	2,  // 14: evergreen.supervisor.v1.Supervisor.StopDaemon:output_type -> evergreen.supervisor.v1.Daemon
+	2,  // 15: evergreen.supervisor.v1.Supervisor.RestartDaemon:output_type -> evergreen.supervisor.v1.Daemon
+	10, // 16: evergreen.supervisor.v1.Supervisor.FollowLog:output_type -> evergreen.supervisor.v1.LogLine
+	12, // 17: evergreen.supervisor.v1.Supervisor.RequestRestart:output_type -> evergreen.supervisor.v1.RequestRestartResponse
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_evergreen_supervisor_v1_supervisor_proto_init() }
@@ -698,8 +864,8 @@ func file_evergreen_supervisor_v1_supervisor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_evergreen_supervisor_v1_supervisor_proto_rawDesc), len(file_evergreen_supervisor_v1_supervisor_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   9,
+			NumEnums:      2,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Supervisor_ListDaemons_FullMethodName   = "/evergreen.supervisor.v1.Supervisor/ListDaemons"
-	Supervisor_GetDaemon_FullMethodName     = "/evergreen.supervisor.v1.Supervisor/GetDaemon"
-	Supervisor_StartDaemon_FullMethodName   = "/evergreen.supervisor.v1.Supervisor/StartDaemon"
-	Supervisor_StopDaemon_FullMethodName    = "/evergreen.supervisor.v1.Supervisor/StopDaemon"
-	Supervisor_RestartDaemon_FullMethodName = "/evergreen.supervisor.v1.Supervisor/RestartDaemon"
-	Supervisor_FollowLog_FullMethodName     = "/evergreen.supervisor.v1.Supervisor/FollowLog"
+	Supervisor_ListDaemons_FullMethodName    = "/evergreen.supervisor.v1.Supervisor/ListDaemons"
+	Supervisor_GetDaemon_FullMethodName      = "/evergreen.supervisor.v1.Supervisor/GetDaemon"
+	Supervisor_StartDaemon_FullMethodName    = "/evergreen.supervisor.v1.Supervisor/StartDaemon"
+	Supervisor_StopDaemon_FullMethodName     = "/evergreen.supervisor.v1.Supervisor/StopDaemon"
+	Supervisor_RestartDaemon_FullMethodName  = "/evergreen.supervisor.v1.Supervisor/RestartDaemon"
+	Supervisor_FollowLog_FullMethodName      = "/evergreen.supervisor.v1.Supervisor/FollowLog"
+	Supervisor_RequestRestart_FullMethodName = "/evergreen.supervisor.v1.Supervisor/RequestRestart"
 )
 
 // SupervisorClient is the client API for Supervisor service.
@@ -65,6 +66,16 @@ type SupervisorClient interface {
 	// Codes: INVALID_ARGUMENT (empty name, negative tail_lines); NOT_FOUND
 	// (unknown daemon, or no log written yet).
 	FollowLog(ctx context.Context, in *FollowLogRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogLine], error)
+	// RequestRestart restarts the whole core, the supervisor included, once
+	// it has answered: every daemon is stopped in reverse start order, then,
+	// with managedRespawn true in config.json, the supervisor re-executes
+	// DIR/ota/current/ggd (its own binary when there is none) in its own
+	// process, through the OTA launcher; with managedRespawn false it exits
+	// with code 100, which the systemd unit treats as "restart"
+	// (RestartForceExitStatus=100). The ota daemon asks for it after an
+	// update or a rollback.
+	// Codes: FAILED_PRECONDITION when the suite is already stopping.
+	RequestRestart(ctx context.Context, in *RequestRestartRequest, opts ...grpc.CallOption) (*RequestRestartResponse, error)
 }
 
 type supervisorClient struct {
@@ -144,6 +155,16 @@ func (c *supervisorClient) FollowLog(ctx context.Context, in *FollowLogRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Supervisor_FollowLogClient = grpc.ServerStreamingClient[LogLine]
 
+func (c *supervisorClient) RequestRestart(ctx context.Context, in *RequestRestartRequest, opts ...grpc.CallOption) (*RequestRestartResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestRestartResponse)
+	err := c.cc.Invoke(ctx, Supervisor_RequestRestart_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SupervisorServer is the server API for Supervisor service.
 // All implementations must embed UnimplementedSupervisorServer
 // for forward compatibility.
@@ -182,6 +203,16 @@ type SupervisorServer interface {
 	// Codes: INVALID_ARGUMENT (empty name, negative tail_lines); NOT_FOUND
 	// (unknown daemon, or no log written yet).
 	FollowLog(*FollowLogRequest, grpc.ServerStreamingServer[LogLine]) error
+	// RequestRestart restarts the whole core, the supervisor included, once
+	// it has answered: every daemon is stopped in reverse start order, then,
+	// with managedRespawn true in config.json, the supervisor re-executes
+	// DIR/ota/current/ggd (its own binary when there is none) in its own
+	// process, through the OTA launcher; with managedRespawn false it exits
+	// with code 100, which the systemd unit treats as "restart"
+	// (RestartForceExitStatus=100). The ota daemon asks for it after an
+	// update or a rollback.
+	// Codes: FAILED_PRECONDITION when the suite is already stopping.
+	RequestRestart(context.Context, *RequestRestartRequest) (*RequestRestartResponse, error)
 	mustEmbedUnimplementedSupervisorServer()
 }
 
@@ -209,6 +240,9 @@ func (UnimplementedSupervisorServer) RestartDaemon(context.Context, *RestartDaem
 }
 func (UnimplementedSupervisorServer) FollowLog(*FollowLogRequest, grpc.ServerStreamingServer[LogLine]) error {
 	return status.Error(codes.Unimplemented, "method FollowLog not implemented")
+}
+func (UnimplementedSupervisorServer) RequestRestart(context.Context, *RequestRestartRequest) (*RequestRestartResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequestRestart not implemented")
 }
 func (UnimplementedSupervisorServer) mustEmbedUnimplementedSupervisorServer() {}
 func (UnimplementedSupervisorServer) testEmbeddedByValue()                    {}
@@ -332,6 +366,24 @@ func _Supervisor_FollowLog_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Supervisor_FollowLogServer = grpc.ServerStreamingServer[LogLine]
 
+func _Supervisor_RequestRestart_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestRestartRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SupervisorServer).RequestRestart(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Supervisor_RequestRestart_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SupervisorServer).RequestRestart(ctx, req.(*RequestRestartRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Supervisor_ServiceDesc is the grpc.ServiceDesc for Supervisor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -358,6 +410,10 @@ var Supervisor_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RestartDaemon",
 			Handler:    _Supervisor_RestartDaemon_Handler,
+		},
+		{
+			MethodName: "RequestRestart",
+			Handler:    _Supervisor_RequestRestart_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

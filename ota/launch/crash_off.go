@@ -1,0 +1,6 @@
+//go:build !failpoints
+
+package launch
+
+// crashForTest does nothing without the failpoints build tag.
+func crashForTest() {}
