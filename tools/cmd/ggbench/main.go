@@ -150,6 +150,12 @@ func main() {
 
 	// 6. Functions: round trips, cold starts, invocations per second.
 	runtimeBench(ggd, *loadFor)
+
+	// 7. The stream manager against NATS JetStream's file store.
+	streamsBench(ggd, *loadFor)
+
+	// 8. Deployments at v1's limits.
+	deployBench(ggd, min(*runs, 6))
 }
 
 func peerName(m string) string {
