@@ -16,9 +16,12 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
-// The AWS Go SDK's service modules for IoT Analytics and IoT SiteWise are
-// not used: their one call each is a SigV4-signed REST-JSON POST, built
-// here from the services' API references.
+// The AWS Go SDK's service modules for Kinesis, IoT Analytics and IoT
+// SiteWise are not used: their one call each is a SigV4-signed JSON POST
+// (JSON 1.1 for Kinesis, REST-JSON for the others), built here from the
+// services' API references. The service modules' endpoint tables and
+// schemas would cost their heap at init in every process of the
+// multi-call binary.
 
 // awsAPIError is a service's answer other than 2xx.
 type awsAPIError struct {
@@ -54,11 +57,28 @@ func (m *Manager) awsEndpointURL(service, hostPrefix, region string) string {
 	return "https://" + hostPrefix + service + "." + region + suffix
 }
 
-// postAWSJSON POSTs in as JSON to path of service (signing name service),
-// SigV4-signed with the SDK chain's credentials, charging the body to the
-// bandwidth limit, and decodes a 2xx answer into out.
+// awsOperation is where and how one AWS API call is sent.
+type awsOperation struct {
+	service    string // signing name, and the host's first label
+	hostPrefix string // "data." for SiteWise's data plane
+	path       string
+	name       string // "BatchPutMessage", for errors
+	// target is the X-Amz-Target of the JSON 1.1 protocol
+	// ("Kinesis_20131202.PutRecords"); "" for REST-JSON.
+	target string
+}
+
+// postAWSJSON POSTs in as JSON to path of service (signing name service)
+// with the REST-JSON protocol, as callAWS does.
 func (e *exporter) postAWSJSON(ctx context.Context, service, hostPrefix, path, op string, in, out any) error {
-	op = service + " " + op
+	return e.callAWS(ctx, awsOperation{service: service, hostPrefix: hostPrefix, path: path, name: op}, in, out)
+}
+
+// callAWS POSTs in as JSON for op, SigV4-signed with the credential
+// chain's credentials, charging the body to the bandwidth limit, and
+// decodes a 2xx answer into out.
+func (e *exporter) callAWS(ctx context.Context, o awsOperation, in, out any) error {
+	op := o.service + " " + o.name
 	cfg, err := e.m.awsConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: AWS configuration: %w", op, err)
@@ -77,13 +97,18 @@ func (e *exporter) postAWSJSON(ctx context.Context, service, hostPrefix, path, o
 	if err := e.charge(ctx, len(body)); err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.m.awsEndpointURL(service, hostPrefix, cfg.Region)+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.m.awsEndpointURL(o.service, o.hostPrefix, cfg.Region)+o.path, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if o.target != "" {
+		req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+		req.Header.Set("X-Amz-Target", o.target)
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	sum := sha256.Sum256(body)
-	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), service, cfg.Region, time.Now()); err != nil {
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), o.service, cfg.Region, time.Now()); err != nil {
 		return fmt.Errorf("%s: signing: %w", op, err)
 	}
 	resp, err := e.m.o.Client.Do(req)
@@ -106,7 +131,7 @@ func (e *exporter) postAWSJSON(ctx context.Context, service, hostPrefix, path, o
 	return nil
 }
 
-// apiError reads a REST-JSON error answer: the code from the
+// apiError reads a JSON error answer: the code from the
 // X-Amzn-ErrorType header or the body's __type or code, the message from
 // the body's message or Message.
 func apiError(op string, resp *http.Response, body []byte) error {

@@ -3,13 +3,9 @@ package export
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
 )
 
@@ -32,28 +28,41 @@ func (c KinesisConfig) newSender(e *exporter) sender { return &kinesisSender{e: 
 // under a random UUID partition key (v1: "a unique, random UUID as a
 // partition key for each record"), kept for the record's retries. Records
 // that fail in an accepted request (FailedRecordCount) are retried alone.
+// PutRecords is a JSON 1.1 call (Kinesis_20131202.PutRecords at / on
+// kinesis.<region>.amazonaws.com).
 type kinesisSender struct {
-	e      *exporter
-	cfg    KinesisConfig
-	client *kinesis.Client
-	batch  partial
-	keys   map[int64]string
+	e     *exporter
+	cfg   KinesisConfig
+	batch partial
+	keys  map[int64]string
+}
+
+type putRecordsRequest struct {
+	StreamName string            `json:"StreamName"`
+	Records    []putRecordsEntry `json:"Records"`
+}
+
+type putRecordsEntry struct {
+	Data         []byte `json:"Data"` // blob: standard base64
+	PartitionKey string `json:"PartitionKey"`
+}
+
+type putRecordsResponse struct {
+	FailedRecordCount int `json:"FailedRecordCount"`
+	// Records answer the request's in order: a sequence number when
+	// accepted, an error code when not.
+	Records []struct {
+		SequenceNumber string `json:"SequenceNumber"`
+		ShardID        string `json:"ShardId"`
+		ErrorCode      string `json:"ErrorCode"`
+		ErrorMessage   string `json:"ErrorMessage"`
+	} `json:"Records"`
 }
 
 func (*kinesisSender) close()         {}
 func (*kinesisSender) chargesItself() {}
 
 func (s *kinesisSender) send(ctx context.Context, msgs []store.Message) error {
-	if s.client == nil {
-		cfg, err := s.e.m.awsConfig(ctx)
-		if err != nil {
-			return fmt.Errorf("kinesis PutRecords: AWS configuration: %w", err)
-		}
-		s.client = kinesis.NewFromConfig(cfg, func(o *kinesis.Options) {
-			o.BaseEndpoint = s.e.m.awsEndpoint(ServiceKinesis)
-			o.HTTPClient = s.e.m.o.Client
-		})
-	}
 	pending, fresh := s.batch.pending(msgs)
 	if fresh {
 		s.keys = map[int64]string{}
@@ -93,33 +102,26 @@ func (s *kinesisSender) send(ctx context.Context, msgs []store.Message) error {
 
 // put sends one PutRecords request and takes the records it accepted.
 func (s *kinesisSender) put(ctx context.Context, chunk []store.Message) error {
-	in := &kinesis.PutRecordsInput{StreamName: aws.String(s.cfg.StreamName), Records: make([]types.PutRecordsRequestEntry, len(chunk))}
-	// What goes on the wire: the data in base64 and the key, plus the JSON
-	// around them.
-	wire := 64 + len(s.cfg.StreamName)
+	req := putRecordsRequest{StreamName: s.cfg.StreamName, Records: make([]putRecordsEntry, len(chunk))}
 	for i, m := range chunk {
-		key := s.keys[m.Seq]
-		in.Records[i] = types.PutRecordsRequestEntry{Data: m.Payload, PartitionKey: aws.String(key)}
-		wire += base64.StdEncoding.EncodedLen(len(m.Payload)) + len(key) + 32
+		req.Records[i] = putRecordsEntry{Data: m.Payload, PartitionKey: s.keys[m.Seq]}
 	}
-	if err := s.e.charge(ctx, wire); err != nil {
-		return err
-	}
-	out, err := s.client.PutRecords(ctx, in)
-	if err != nil {
-		return fmt.Errorf("kinesis PutRecords to %q: %w", s.cfg.StreamName, err)
+	var out putRecordsResponse
+	op := awsOperation{service: ServiceKinesis, path: "/", name: "PutRecords", target: "Kinesis_20131202.PutRecords"}
+	if err := s.e.callAWS(ctx, op, req, &out); err != nil {
+		return fmt.Errorf("%w (stream %q)", err, s.cfg.StreamName)
 	}
 	if len(out.Records) != len(chunk) {
 		return fmt.Errorf("kinesis PutRecords to %q: %d results for %d records", s.cfg.StreamName, len(out.Records), len(chunk))
 	}
 	failed, first := 0, ""
 	for i, r := range out.Records {
-		if r.ErrorCode == nil && r.SequenceNumber != nil {
+		if r.ErrorCode == "" && r.SequenceNumber != "" {
 			s.batch.take(chunk[i].Seq)
 			continue
 		}
 		if failed++; first == "" {
-			first = fmt.Sprintf("message %d: %s: %s", chunk[i].Seq, aws.ToString(r.ErrorCode), aws.ToString(r.ErrorMessage))
+			first = fmt.Sprintf("message %d: %s: %s", chunk[i].Seq, r.ErrorCode, r.ErrorMessage)
 		}
 	}
 	if failed > 0 {

@@ -6,16 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/streammgr/protocol"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
@@ -469,7 +466,7 @@ type multipartState struct {
 type s3Sender struct {
 	e   *exporter
 	cfg S3Config
-	cl  *s3.Client
+	cl  *s3Client
 
 	// The task being worked on: statuses once per task, not per attempt.
 	cur       int64
@@ -522,20 +519,31 @@ func (s *s3Sender) close() {}
 // not the task's few.
 func (*s3Sender) chargesItself() {}
 
-func (s *s3Sender) client(ctx context.Context) (*s3.Client, error) {
+func (s *s3Sender) client(ctx context.Context) (*s3Client, error) {
 	if s.cl != nil {
 		return s.cl, nil
 	}
-	cfg, err := s.e.m.awsConfig(ctx)
+	m := s.e.m
+	cfg, err := m.awsConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("AWS configuration: %w", err)
 	}
-	m := s.e.m
-	s.cl = s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.BaseEndpoint = m.awsEndpoint(ServiceS3)
-		o.UsePathStyle = m.o.AWS.S3ForcePathStyle
-	})
-	return s.cl, nil
+	endpoint := ""
+	if u := m.awsEndpoint(ServiceS3); u != nil {
+		endpoint = *u
+	}
+	// Options.Client's transport without its overall timeout: an upload
+	// may take longer than any fixed one, and each request's context has
+	// a deadline scaled by its size (bodyTimeout). A redirect is S3
+	// naming another region or endpoint: an error, not followed.
+	hc := &http.Client{Transport: m.o.Client.Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	cl, err := newS3Client(cfg, endpoint, m.o.AWS.S3ForcePathStyle, hc)
+	if err != nil {
+		return nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	s.cl = cl
+	return cl, nil
 }
 
 func (s *s3Sender) send(ctx context.Context, msgs []store.Message) error {
@@ -650,20 +658,23 @@ func (s *s3Sender) upload(ctx context.Context, m store.Message) (size int64, par
 	return size, parts, err
 }
 
-func (s *s3Sender) put(ctx context.Context, cl *s3.Client, f *os.File, size int64) error {
+func (s *s3Sender) put(ctx context.Context, cl *s3Client, f *os.File, size int64) error {
+	sums, err := sumSection(f, 0, size, cl.signsFiles())
+	if err != nil {
+		return taskErrorf("inputUrl %s: %v", *s.task.InputURL, err)
+	}
 	body := s.newFileSection(ctx, f, 0, size)
 	ctx, cancel := context.WithTimeout(ctx, bodyTimeout(size))
 	defer cancel()
-	_, err := cl.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.up.bucket, Key: &s.up.key, Body: body,
-		ContentLength: aws.Int64(size), Metadata: s.up.metadata})
+	err = cl.putObject(ctx, s.up.bucket, s.up.key, s.up.metadata, body, size, sums)
 	return s.classify("PutObject", err, body)
 }
 
-func (s *s3Sender) multipart(ctx context.Context, cl *s3.Client, m store.Message, f *os.File, fi os.FileInfo) (int, error) {
+func (s *s3Sender) multipart(ctx context.Context, cl *s3Client, m store.Message, f *os.File, fi os.FileInfo) (int, error) {
 	size := fi.Size()
 	want := multipartState{Seq: m.Seq, Bucket: s.up.bucket, Key: s.up.key, Path: s.up.path, Size: size,
 		ModTime: fi.ModTime().UnixNano()}
-	done := map[int32]types.Part{}
+	done := map[int32]s3Part{}
 	if st := s.mp; st != nil {
 		resume := *st
 		resume.UploadID, resume.PartSize = "", 0
@@ -682,13 +693,12 @@ func (s *s3Sender) multipart(ctx context.Context, cl *s3.Client, m store.Message
 	if s.mp == nil {
 		want.PartSize = max(s.e.m.s3MinPart.Load(), (size+s3MaxParts-1)/s3MaxParts)
 		cctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
-		out, err := cl.CreateMultipartUpload(cctx, &s3.CreateMultipartUploadInput{Bucket: &s.up.bucket, Key: &s.up.key,
-			Metadata: s.up.metadata, ChecksumAlgorithm: types.ChecksumAlgorithmCrc32})
+		id, err := cl.createMultipartUpload(cctx, s.up.bucket, s.up.key, s.up.metadata)
 		cancel()
 		if err != nil {
 			return 0, s.classify("CreateMultipartUpload", err, nil)
 		}
-		want.UploadID = aws.ToString(out.UploadId)
+		want.UploadID = id
 		s.saveUpload(&want)
 	}
 	st := s.mp
@@ -696,27 +706,32 @@ func (s *s3Sender) multipart(ctx context.Context, cl *s3.Client, m store.Message
 	for i := int32(1); i <= n; i++ {
 		off := int64(i-1) * st.PartSize
 		ln := min(st.PartSize, size-off)
-		if p, ok := done[i]; ok && aws.ToInt64(p.Size) == ln {
+		if p, ok := done[i]; ok && p.Size == ln {
 			continue
+		}
+		// The part is read twice: once for its digests, then as it is
+		// sent; never held in memory whole.
+		sums, err := sumSection(f, off, ln, cl.signsFiles())
+		if err != nil {
+			return 0, s.partFailed(ctx, "UploadPart", taskErrorf("inputUrl %s: %v", *s.task.InputURL, err), nil)
 		}
 		body := s.newFileSection(ctx, f, off, ln)
 		cctx, cancel := context.WithTimeout(ctx, bodyTimeout(ln))
-		out, err := cl.UploadPart(cctx, &s3.UploadPartInput{Bucket: &st.Bucket, Key: &st.Key, UploadId: &st.UploadID,
-			PartNumber: aws.Int32(i), Body: body, ContentLength: aws.Int64(ln), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32})
+		etag, err := cl.uploadPart(cctx, st.Bucket, st.Key, st.UploadID, i, body, ln, sums)
 		cancel()
 		if err != nil {
 			return 0, s.partFailed(ctx, "UploadPart", err, body)
 		}
-		done[i] = types.Part{PartNumber: aws.Int32(i), Size: aws.Int64(ln), ETag: out.ETag, ChecksumCRC32: out.ChecksumCRC32}
+		done[i] = s3Part{PartNumber: i, Size: ln, ETag: etag, ChecksumCRC32: sums.crc32}
 	}
-	completed := make([]types.CompletedPart, 0, n)
+	completed := make([]s3Part, 0, n)
 	for i := int32(1); i <= n; i++ {
 		p := done[i]
-		completed = append(completed, types.CompletedPart{PartNumber: aws.Int32(i), ETag: p.ETag, ChecksumCRC32: p.ChecksumCRC32})
+		p.PartNumber = i
+		completed = append(completed, p)
 	}
 	cctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
-	_, err := cl.CompleteMultipartUpload(cctx, &s3.CompleteMultipartUploadInput{Bucket: &st.Bucket, Key: &st.Key,
-		UploadId: &st.UploadID, MultipartUpload: &types.CompletedMultipartUpload{Parts: completed}})
+	err := cl.completeMultipartUpload(cctx, st.Bucket, st.Key, st.UploadID, completed)
 	cancel()
 	if err != nil {
 		if isCode(err, "InvalidPart") || isCode(err, "InvalidPartOrder") || isCode(err, "EntityTooSmall") {
@@ -745,24 +760,24 @@ func (s *s3Sender) partFailed(ctx context.Context, op string, err error, body *f
 	return err
 }
 
-// listParts adds the parts S3 holds of the upload in flight to done.
-func (s *s3Sender) listParts(ctx context.Context, cl *s3.Client, done map[int32]types.Part) error {
+// listParts adds the parts S3 holds of the upload in flight to done, a
+// page (up to 1000 parts) at a time.
+func (s *s3Sender) listParts(ctx context.Context, cl *s3Client, done map[int32]s3Part) error {
 	st := s.mp
-	in := &s3.ListPartsInput{Bucket: &st.Bucket, Key: &st.Key, UploadId: &st.UploadID}
-	for {
+	for marker := int32(0); ; {
 		cctx, cancel := context.WithTimeout(ctx, DefaultRequestTimeout)
-		out, err := cl.ListParts(cctx, in)
+		parts, next, err := cl.listParts(cctx, st.Bucket, st.Key, st.UploadID, marker)
 		cancel()
 		if err != nil {
 			return err
 		}
-		for _, p := range out.Parts {
-			done[aws.ToInt32(p.PartNumber)] = p
+		for _, p := range parts {
+			done[p.PartNumber] = p
 		}
-		if !aws.ToBool(out.IsTruncated) || out.NextPartNumberMarker == nil {
+		if next == 0 {
 			return nil
 		}
-		in.PartNumberMarker = out.NextPartNumberMarker
+		marker = next
 	}
 }
 
@@ -777,7 +792,7 @@ func (s *s3Sender) abort(ctx context.Context) {
 	}
 	if cl, err := s.client(ctx); err == nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultRequestTimeout)
-		_, err = cl.AbortMultipartUpload(cctx, &s3.AbortMultipartUploadInput{Bucket: &st.Bucket, Key: &st.Key, UploadId: &st.UploadID})
+		err = cl.abortMultipartUpload(cctx, st.Bucket, st.Key, st.UploadID)
 		cancel()
 		if err != nil && !isCode(err, "NoSuchUpload") {
 			s.e.log.Warn("S3 multipart upload not aborted", "bucket", st.Bucket, "key", st.Key, "uploadId", st.UploadID, "err", err)
@@ -786,32 +801,30 @@ func (s *s3Sender) abort(ctx context.Context) {
 	s.saveUpload(nil)
 }
 
-// classify turns an SDK error into a task failure when it is the task's
-// (the local file, or an S3 answer about this bucket, key or object),
-// and leaves it a retryable error otherwise.
+// classify turns a failed request into a task failure when it is the
+// task's (the local file, or an S3 answer about this bucket, key or
+// object), and leaves it a retryable error otherwise.
 func (s *s3Sender) classify(op string, err error, body *fileSection) error {
-	if err == nil {
-		return nil
+	var te *taskError
+	if err == nil || errors.As(err, &te) {
+		return err
 	}
 	if body != nil {
 		if lerr := body.localErr(); lerr != nil {
 			return taskErrorf("inputUrl %s: %v", *s.task.InputURL, lerr)
 		}
 	}
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
+	var se *s3Error
+	if errors.As(err, &se) {
+		switch se.Code {
 		case "NoSuchBucket", "InvalidBucketName", "KeyTooLongError", "MetadataTooLarge", "EntityTooLarge", "InvalidArgument":
-			return taskErrorf("%s %s: %s: %s", op, s.up.dest(), ae.ErrorCode(), ae.ErrorMessage())
+			return taskErrorf("%s %s: %s: %s", op, s.up.dest(), se.Code, se.Message)
 		}
 	}
 	return fmt.Errorf("%s %s: %w", op, s.up.dest(), err)
 }
 
-func isCode(err error, code string) bool {
-	var ae smithy.APIError
-	return errors.As(err, &ae) && ae.ErrorCode() == code
-}
+func isCode(err error, code string) bool { return s3Code(err) == code }
 
 func bodyTimeout(n int64) time.Duration {
 	return DefaultRequestTimeout + time.Duration(n/minUploadRate)*time.Second
@@ -819,9 +832,9 @@ func bodyTimeout(n int64) time.Duration {
 
 // fileSection is a part of the file as a request body. It tells a
 // failure to read the file (the task's) from one to send it (S3's or the
-// network's): the SDK reports both alike. It charges the bandwidth limit
-// each byte once, however often the SDK reads it (SigV4 over plain HTTP
-// hashes the body before sending it).
+// network's): the HTTP client reports both alike. It charges the
+// bandwidth limit each byte once, as it is read to be sent (the digests'
+// read before is local), however often it is read.
 type fileSection struct {
 	*io.SectionReader
 	ctx     context.Context

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -18,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/streammgr/export"
 	"github.com/evergreen-edge/evergreen/streammgr/store"
@@ -32,10 +31,11 @@ import (
 // listener, behind a handler that counts the operations it answered with a
 // 2xx and can fail requests or go away altogether.
 type fakeS3 struct {
-	t    *testing.T
-	s3   http.Handler
-	srv  *httptest.Server
-	addr string
+	t       *testing.T
+	s3      http.Handler
+	backend *s3mem.Backend
+	srv     *httptest.Server
+	addr    string
 
 	mu    sync.Mutex
 	fail  func(op string, r *http.Request) int // status to answer instead; 0 = serve
@@ -46,7 +46,8 @@ type fakeS3 struct {
 const testBucket = "evergreen-test"
 
 func newFakeS3(t *testing.T) *fakeS3 {
-	f := &fakeS3{t: t, s3: gofakes3.New(s3mem.New()).Server(), ops: map[string]int{}, parts: map[string]int{}}
+	backend := s3mem.New()
+	f := &fakeS3{t: t, s3: gofakes3.New(backend).Server(), backend: backend, ops: map[string]int{}, parts: map[string]int{}}
 	f.serve(nil)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEVERGREENTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "evergreen-test-secret")
@@ -55,7 +56,7 @@ func newFakeS3(t *testing.T) *fakeS3 {
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
-	if _, err := f.client().CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(testBucket)}); err != nil {
+	if err := backend.CreateBucket(testBucket); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -133,6 +134,14 @@ func (s *statusRecorder) WriteHeader(code int) {
 
 func (f *fakeS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op := opOf(r)
+	// Every request must be one S3 would take: signed, and its body the
+	// one signed.
+	check := checkS3Request(r)
+	defer func() {
+		if problem := check(); problem != "" {
+			f.t.Errorf("%s %s: %s", op, r.RequestURI, problem)
+		}
+	}()
 	f.mu.Lock()
 	fail := f.fail
 	f.mu.Unlock()
@@ -176,38 +185,48 @@ func (f *fakeS3) partCounts() map[string]int {
 	return out
 }
 
-// client is the test's own S3 client, to look at what arrived.
-func (f *fakeS3) client() *s3.Client {
-	return s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(f.url()), UsePathStyle: true,
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "AKIDEVERGREENTEST", SecretAccessKey: "evergreen-test-secret"}, nil
-		})})
-}
-
+// object is what the server stores as key: its bytes and its user
+// metadata (the x-amz-meta-* names, lower-cased, without the prefix).
 func (f *fakeS3) object(key string) ([]byte, map[string]string) {
 	f.t.Helper()
-	out, err := f.client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(testBucket), Key: aws.String(key)})
+	out, err := f.backend.GetObject(testBucket, key, nil)
 	if err != nil {
 		f.t.Fatalf("GetObject %s: %v", key, err)
 	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
+	defer out.Contents.Close()
+	b, err := io.ReadAll(out.Contents)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return b, out.Metadata
+	meta := map[string]string{}
+	for k, v := range out.Metadata {
+		if name, ok := strings.CutPrefix(strings.ToLower(k), "x-amz-meta-"); ok {
+			meta[name] = v
+		}
+	}
+	return b, meta
 }
 
 // pendingUploads lists the multipart uploads neither completed nor aborted.
 func (f *fakeS3) pendingUploads() []string {
 	f.t.Helper()
-	out, err := f.client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(testBucket)})
-	if err != nil {
+	rec := httptest.NewRecorder()
+	f.s3.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+testBucket+"?uploads", nil))
+	var out struct {
+		Uploads []struct {
+			Key      string
+			UploadID string `xml:"UploadId"`
+		} `xml:"Upload"`
+	}
+	if rec.Code != http.StatusOK {
+		f.t.Fatalf("ListMultipartUploads: %d %s", rec.Code, rec.Body)
+	}
+	if err := xml.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 		f.t.Fatal(err)
 	}
 	var ids []string
 	for _, u := range out.Uploads {
-		ids = append(ids, aws.ToString(u.Key)+" "+aws.ToString(u.UploadId))
+		ids = append(ids, u.Key+" "+u.UploadID)
 	}
 	return ids
 }

@@ -218,9 +218,10 @@ type Streams struct {
 	AWS StreamsAWS `json:"aws,omitzero"`
 }
 
-// StreamsAWS is where the AWS exports send. Credentials come from the AWS
-// SDK's standard chain (environment, shared files, container or instance
-// role).
+// StreamsAWS is where the AWS exports send. Credentials come from the
+// standard chain (environment, the shared files' profile, the container
+// endpoint, EC2 instance metadata); SSO, web-identity, assume-role and
+// credential_process profiles are refused.
 type StreamsAWS struct {
 	// Region defaults to the core thing ARN's region.
 	Region string `json:"region,omitempty"`
