@@ -504,6 +504,36 @@ func TestWrongTypesAndRangesAreInvalidRequest(t *testing.T) {
 	}
 }
 
+// TestPayloadMustBeAByteString: spec §2.1, byte payloads travel as CBOR
+// byte strings. An AppendMessage whose payload is a CBOR array of small
+// integers is a wrong type (InvalidRequest), as a text payload is, and
+// stores nothing (the CBOR library alone decodes such an array into
+// bytes).
+func TestPayloadMustBeAByteString(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, false)
+	w := dialWire(t, e.addr)
+	createStream(t, w, "s", nil)
+	for what, p := range map[string]any{"an array": []any{1, 2}, "an empty array": []any{}, "text": "hi",
+		"an array of byte strings": []any{[]byte{1}, []byte{2}}} {
+		must(t, "payload "+what, w.call(protocol.OpAppendMessage, map[string]any{"requestId": "a", "name": "s", "payload": p}),
+			protocol.OpAppendMessageResponse, protocol.InvalidRequest, "a")
+	}
+	// An indefinite-length array, by hand.
+	b := []byte{0xa3, 0x69}
+	b = append(append(b, "requestId"...), 0x61, 'a', 0x64)
+	b = append(append(b, "name"...), 0x61, 's', 0x67)
+	b = append(append(b, "payload"...), 0x9f, 1, 2, 0xff)
+	must(t, "payload an indefinite array", w.callRaw(protocol.OpAppendMessage, b),
+		protocol.OpAppendMessageResponse, protocol.InvalidRequest, "a")
+	if s := describeStorage(t, w, "s"); s.bytes != 0 {
+		t.Fatalf("refused appends stored %+v", s)
+	}
+	if seq := mustAppend(t, w, "s", []byte{1, 2}); seq != 0 {
+		t.Fatalf("the first good append numbered %d", seq)
+	}
+}
+
 // TestStreamNames: every name v1's pattern allows works in every
 // operation and survives a restart (".log" names included: v1 1.11.6),
 // names that look like paths stay apart; every name outside the pattern

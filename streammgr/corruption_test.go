@@ -185,17 +185,17 @@ func TestDamagedSegmentsNeverStopStartUp(t *testing.T) {
 		want := append(span(0, 17), span(24, 39)...)
 		checkAfterDamage(t, e, want, 40, true)
 	})
-	// Lost whole segments: the rest stays readable. That they are
-	// reported is pending (update_rules_pending_test.go).
+	// Lost whole segments: the rest stays readable, the loss is
+	// reported (TestLostSegmentReported).
 	t.Run("a middle segment emptied", func(t *testing.T) {
 		e, dir, _ := damagedEnv(t)
 		os.Truncate(segments(t, dir)[2], 0)
-		checkAfterDamage(t, e, append(span(0, 15), span(24, 39)...), 40, false)
+		checkAfterDamage(t, e, append(span(0, 15), span(24, 39)...), 40, true)
 	})
 	t.Run("a middle segment gone", func(t *testing.T) {
 		e, dir, _ := damagedEnv(t)
 		os.Remove(segments(t, dir)[2])
-		checkAfterDamage(t, e, append(span(0, 15), span(24, 39)...), 40, false)
+		checkAfterDamage(t, e, append(span(0, 15), span(24, 39)...), 40, true)
 	})
 	t.Run("the newest segment emptied", func(t *testing.T) {
 		e, dir, _ := damagedEnv(t)
@@ -210,12 +210,38 @@ func TestDamagedSegmentsNeverStopStartUp(t *testing.T) {
 		f.Write([]byte(strings.Repeat("garbage!", 20)))
 		f.Close()
 		checkAfterDamage(t, e, span(0, 39), 40, true)
+		// Reported as what it is: nothing was lost.
+		if d := strings.Join(damageOf(t, e, "d.log"), "; "); !strings.Contains(d, "no message lost") || strings.Contains(d, " lost)") {
+			t.Fatalf("damage %q: garbage after the last record loses no message", d)
+		}
 	})
 	t.Run("the sequence number file garbled", func(t *testing.T) {
 		e, dir, _ := damagedEnv(t)
 		os.WriteFile(filepath.Join(dir, "seq"), []byte("not a number"), 0o640)
 		checkAfterDamage(t, e, span(0, 39), 40, true)
 	})
+}
+
+// TestLostSegmentReported: a segment missing from the middle of a stream
+// (its file emptied or gone) is reported like a bad record is, naming
+// the lost range (here 16..23), at every start-up while its neighbours
+// are kept: segments are dropped only from the oldest end, and the jumps
+// in numbering a start-up after an unclean stop makes are recorded, so a
+// gap between two segments is damage.
+func TestLostSegmentReported(t *testing.T) {
+	for what, harm := range map[string]func(p string){
+		"emptied": func(p string) { os.Truncate(p, 0) },
+		"gone":    func(p string) { os.Remove(p) },
+	} {
+		t.Run(what, func(t *testing.T) {
+			e, dir, _ := damagedEnv(t)
+			harm(segments(t, dir)[2])
+			checkAfterDamage(t, e, append(span(0, 15), span(24, 39)...), 40, true)
+			if d := strings.Join(damageOf(t, e, "d.log"), "; "); !strings.Contains(d, "messages 16..23 lost") {
+				t.Fatalf("damage %q does not name the lost messages 16..23", d)
+			}
+		})
+	}
 }
 
 // TestDamagedDefinitionSkipsOnlyItsStream: a stream whose stream.json is

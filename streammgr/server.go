@@ -503,7 +503,7 @@ func (s *Service) handleSimple(op protocol.Op, payload []byte) any {
 		s.lifeMu.Lock()
 		if op == protocol.OpCreateMessageStream {
 			err = s.store.Create(d)
-		} else if err = s.store.Update(d); err != nil && !store.IsUpdateNotAllowed(err) &&
+		} else if err = s.update(d); err != nil && !store.IsUpdateNotAllowed(err) &&
 			!errors.Is(err, store.ErrNotFound) && !errors.Is(err, errdefs.ErrInvalidArgument) {
 			err = protocol.Errorf(protocol.UpdateFailed, "%v", err)
 		}

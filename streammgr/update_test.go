@@ -21,8 +21,8 @@ import (
 // the segment size; a new segment size applies to new segments; TTL,
 // strategyOnFull and flushOnWrite apply from the next append; export
 // configurations are matched by identifier, and those left out are
-// removed. (The rule on an export's startSequenceNumber is in
-// update_rules_pending_test.go.)
+// removed; an export's startSequenceNumber may not move past the newest
+// message, and moved back it exports again from there.
 
 func update(t *testing.T, w *wire, name string, extra map[string]any) frame {
 	t.Helper()
@@ -314,4 +314,133 @@ func TestUpdatedExportsMatchedByIdentifier(t *testing.T) {
 			t.Fatalf("%s got message 6 after its export was removed", strings.TrimPrefix(p, "/"))
 		}
 	}
+}
+
+// TestExportStartSequenceNumberNotBeyondNewest: GGDG "Update message
+// stream": to update the start sequence number of an export
+// configuration, the value must not be beyond the latest sequence number
+// of the stream. An update that moves it past the newest message is
+// UpdateNotAllowed (v1's UpdateNotAllowedException, an
+// InvalidRequestException) naming the field, and changes nothing; moving
+// it within the stored range, or leaving it as it was, is allowed; so is
+// any start of a new export configuration.
+func TestExportStartSequenceNumberNotBeyondNewest(t *testing.T) {
+	e := newEnv(t)
+	e.start(t, false)
+	w := dialWire(t, e.addr)
+	withExport := func(start int, more ...map[string]any) map[string]any {
+		l := []any{map[string]any{"identifier": "web", "uri": "http://127.0.0.1:9/in", "disabled": true, "startSequenceNumber": start}}
+		for _, m := range more {
+			l = append(l, m)
+		}
+		return map[string]any{"exportDefinition": map[string]any{"http": l}}
+	}
+	// Created with a start ahead of an empty stream: a create is no update.
+	createStream(t, w, "s", withExport(10))
+	for i := range 5 {
+		mustAppend(t, w, "s", numbered(i)) // newest is 4
+	}
+	// Unchanged (10, beyond 4): allowed, the export is not being moved.
+	mustUpdate(t, w, "s", withExport(10))
+	// Moved within the stream: allowed.
+	mustUpdate(t, w, "s", withExport(3))
+	mustUpdate(t, w, "s", withExport(4))
+	// Moved beyond the newest: refused.
+	for _, start := range []int{5, 6, 100, 1 << 40} {
+		f := must(t, "startSequenceNumber beyond the newest", update(t, w, "s", withExport(start)),
+			protocol.OpUpdateMessageStreamResponse, protocol.UpdateNotAllowed, "u")
+		if msg := fmt.Sprint(f.body["errorMessage"]); !strings.Contains(msg, "definition.exportDefinition.http[0].startSequenceNumber") {
+			t.Fatalf("refusal %q does not name the field", msg)
+		}
+	}
+	// The same identifier under another kind is the same export.
+	js := map[string]any{"exportDefinition": map[string]any{"jetstream": []any{map[string]any{
+		"identifier": "web", "url": "nats://127.0.0.1:9", "subject": "s.in", "disabled": true, "startSequenceNumber": 7}}}}
+	if f := must(t, "moved beyond the newest as another kind", update(t, w, "s", js),
+		protocol.OpUpdateMessageStreamResponse, protocol.UpdateNotAllowed, "u"); !strings.Contains(fmt.Sprint(f.body["errorMessage"]), "jetstream[0]") {
+		t.Fatalf("refusal %v does not name the field", f.body["errorMessage"])
+	}
+	ed := describeDefinition(t, w, "s")["exportDefinition"].(map[any]any)
+	if got := ed["http"].([]any)[0].(map[any]any)["startSequenceNumber"]; got != uint64(4) {
+		t.Fatalf("a refused update changed startSequenceNumber to %v", got)
+	}
+	// A new export configuration may start anywhere, beside one kept.
+	mustUpdate(t, w, "s", withExport(4, map[string]any{"identifier": "new", "uri": "http://127.0.0.1:9/new", "disabled": true, "startSequenceNumber": 100}))
+}
+
+// TestChangedStartSequenceNumberMovesTheExport: v1 leaves open what a
+// changed startSequenceNumber does to an export that ran; here it moves
+// the export there: back (at or below what was exported) exports those
+// messages again, once, also across a restart; an update that leaves it
+// alone continues from the progress.
+func TestChangedStartSequenceNumberMovesTheExport(t *testing.T) {
+	var mu sync.Mutex
+	var got []int
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var msgs []map[string]any
+		if err := json.Unmarshal(b, &msgs); err != nil {
+			t.Errorf("body %q: %v", b, err)
+		}
+		mu.Lock()
+		for _, m := range msgs {
+			got = append(got, int(m["sequenceNumber"].(float64)))
+		}
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	received := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprint(got)
+	}
+	waitFor := func(want string) {
+		t.Helper()
+		for end := time.Now().Add(15 * time.Second); received() != want; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("exported %s, want %s", received(), want)
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // time to send more than it should
+		if r := received(); r != want {
+			t.Fatalf("exported %s, want %s", r, want)
+		}
+	}
+	withExport := func(start, batch int) map[string]any {
+		return map[string]any{"exportDefinition": map[string]any{"http": []any{map[string]any{
+			"identifier": "web", "uri": srv.URL, "exportFormat": 1, "batchSize": batch, "startSequenceNumber": start}}}}
+	}
+	exportStatus := func(w *wire) map[any]any {
+		f := must(t, "describe", w.call(protocol.OpDescribeMessageStream, map[string]any{"requestId": "d", "name": "x"}),
+			protocol.OpDescribeMessageStreamResponse, protocol.Success, "d")
+		return f.body["messageStreamInfo"].(map[any]any)["exportStatuses"].([]any)[0].(map[any]any)
+	}
+
+	e := newEnv(t)
+	e.start(t, false)
+	w := dialWire(t, e.addr)
+	createStream(t, w, "x", withExport(0, 1))
+	for i := range 6 {
+		mustAppend(t, w, "x", numbered(i))
+	}
+	waitFor("[0 1 2 3 4 5]")
+	// Back to 2: 2..5 again.
+	mustUpdate(t, w, "x", withExport(2, 1))
+	waitFor("[0 1 2 3 4 5 2 3 4 5]")
+	if s := exportStatus(w); s["lastExportedSequenceNumber"] != uint64(5) || s["exportedMessagesCount"] != uint64(10) {
+		t.Fatalf("export status after exporting again %v", s)
+	}
+	// Unchanged start, another batch size: continues, sends nothing again.
+	mustUpdate(t, w, "x", withExport(2, 2))
+	mustAppend(t, w, "x", numbered(6))
+	waitFor("[0 1 2 3 4 5 2 3 4 5 6]")
+	// Nor does a restart.
+	e.stop()
+	e.start(t, false)
+	w = dialWire(t, e.addr)
+	mustAppend(t, w, "x", numbered(7))
+	waitFor("[0 1 2 3 4 5 2 3 4 5 6 7]")
+	// Back to the newest (allowed): it alone again.
+	mustUpdate(t, w, "x", withExport(7, 2))
+	waitFor("[0 1 2 3 4 5 2 3 4 5 6 7 7]")
 }

@@ -189,6 +189,11 @@ func Parse(raw []byte) (Definition, error) {
 	if len(raw) == 0 {
 		return d, nil
 	}
+	if raw[0]>>5 != 5 {
+		// Null or any other item would decode as no exports, and be
+		// stored and described back as it came.
+		return d, errdefs.InvalidArgument("definition.exportDefinition", "is not a map")
+	}
 	var w wireDefinition
 	if err := protocol.Decode(raw, &w); err != nil {
 		_, msg := protocol.StatusOf(err)

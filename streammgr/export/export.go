@@ -187,6 +187,7 @@ func (m *Manager) Sync(stream string) error {
 	var now []*exporter
 	for _, c := range cfgs {
 		id := c.common().Identifier
+		var was *int64
 		if e := old[id]; e != nil {
 			delete(old, id)
 			// An exporter that ended by itself saw its stream deleted: one
@@ -196,8 +197,10 @@ func (m *Manager) Sync(stream string) error {
 				continue
 			}
 			e.stop()
+			start := e.batch.StartSequenceNumber
+			was = &start
 		}
-		e := m.newExporter(stream, c)
+		e := m.newExporter(stream, c, was)
 		if !c.common().Disabled {
 			e.start()
 		}
@@ -259,6 +262,10 @@ type progress struct {
 	Time     int64 `json:"lastExportTime"`
 	Bytes    int64 `json:"exportedBytesFromStream"`
 	Messages int64 `json:"exportedMessagesCount"`
+	// Start is the startSequenceNumber in force when Last was recorded
+	// (absent in files written before it was kept): a different one in
+	// the configuration is a change, which may move the export back.
+	Start *int64 `json:"startSequenceNumber,omitempty"`
 }
 
 // config is one export configuration of any kind (HTTPConfig,
@@ -301,9 +308,22 @@ type exporter struct {
 	// refused holds the messages of the batch being delivered that the
 	// destination refused for good (refuse); only the goroutine uses it.
 	refused map[int64]bool
+
+	// rewind: startSequenceNumber was changed to at most the progress;
+	// the export goes back to it (see newExporter).
+	rewind bool
 }
 
-func (m *Manager) newExporter(stream string, c config) *exporter {
+// newExporter makes the exporter of configuration c, resuming from its
+// progress. A startSequenceNumber changed by an update (compared with
+// the one its progress was recorded under, or, in a progress file that
+// does not say, with was, the one the exporter it replaces had) moves the
+// export: ahead when the new start is past the progress, back to it when
+// at or below (v1 leaves this open; a user who moves the start back wants
+// those messages exported again). The progress keeps its place until the
+// first batch from the new start is acknowledged, so a restart before
+// that goes back again.
+func (m *Manager) newExporter(stream string, c config, was *int64) *exporter {
 	cm := c.common()
 	e := &exporter{m: m, stream: stream, cfg: c, id: cm.Identifier, batch: cm, p: progress{Last: -1},
 		log: m.o.Log.With("stream", stream, "export", cm.Identifier)}
@@ -317,6 +337,13 @@ func (m *Manager) newExporter(stream string, c config) *exporter {
 			e.log.Error("export progress damaged; exporting from startSequenceNumber", "err", err)
 			e.p = progress{Last: -1}
 		}
+	}
+	if e.p.Start != nil {
+		was = e.p.Start
+	}
+	if was != nil && *was != cm.StartSequenceNumber && cm.StartSequenceNumber <= e.p.Last {
+		e.rewind = true
+		e.log.Info("startSequenceNumber moved back: exporting again from it", "from", cm.StartSequenceNumber, "exported", e.p.Last)
 	}
 	return e
 }
@@ -376,6 +403,12 @@ func (e *exporter) run(ctx context.Context) {
 	}
 	e.mu.Lock()
 	next := max(e.batch.StartSequenceNumber, e.p.Last+1)
+	// Messages up to exported were exported before a rewind: not lost
+	// to the stream's limits if they are gone now.
+	exported := e.p.Last
+	if e.rewind {
+		next = e.batch.StartSequenceNumber
+	}
 	e.mu.Unlock()
 	delay := e.m.o.BackoffBase
 	for ctx.Err() == nil {
@@ -392,11 +425,11 @@ func (e *exporter) run(ctx context.Context) {
 			continue
 		}
 		delay = e.m.o.BackoffBase
-		if first := batch[0].Seq; first > next {
+		if first, from := batch[0].Seq, max(next, exported+1); first > from {
 			// OverwriteOldestData or the time to live removed them first:
 			// at-least-once cannot hold for these.
-			msg := fmt.Sprintf("messages %d..%d were removed from the stream (strategyOnFull OverwriteOldestData or timeToLiveMillis) before they were exported", next, first-1)
-			e.log.Warn("export skipped messages", "from", next, "to", first-1)
+			msg := fmt.Sprintf("messages %d..%d were removed from the stream (strategyOnFull OverwriteOldestData or timeToLiveMillis) before they were exported", from, first-1)
+			e.log.Warn("export skipped messages", "from", from, "to", first-1)
 			e.mu.Lock()
 			e.skipped = msg
 			e.mu.Unlock()
@@ -485,6 +518,8 @@ func (e *exporter) deliver(ctx context.Context, snd sender, msgs []store.Message
 	e.mu.Lock()
 	e.p.Last = msgs[len(msgs)-1].Seq
 	e.p.Time = e.m.o.Now().UnixMilli()
+	start := e.batch.StartSequenceNumber
+	e.p.Start = &start
 	for _, m := range msgs {
 		if !e.refused[m.Seq] {
 			e.p.Bytes += int64(len(m.Payload))

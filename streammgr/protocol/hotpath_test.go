@@ -23,6 +23,8 @@ func TestDecodeAppendAgreesWithTheGeneralDecoder(t *testing.T) {
 		map[string]any{"requestId": "r1", "name": "s", "payload": "text"},
 		map[string]any{"requestId": 5, "name": "s", "payload": []byte("x")},
 		map[string]any{"requestId": "r1", "name": "s", "payload": nil},
+		map[string]any{"requestId": "r1", "name": "s", "payload": []any{1, 2}},
+		map[string]any{"requestId": "r1", "name": "s", "payload": []any{}},
 		map[string]any{"requestId": "r1", "name": "s", "payload": []byte("x"), "extra": 1},
 		map[string]any{"RequestId": "r1", "NAME": "s", "payload": []byte("x")},
 		map[string]any{"requestId": "r\xff", "name": "s", "payload": []byte("x")},
@@ -57,6 +59,58 @@ func TestDecodeAppendAgreesWithTheGeneralDecoder(t *testing.T) {
 		if serr == nil && (fast.RequestID != slow.RequestID || fast.Name != slow.Name || !bytes.Equal(fast.Payload, slow.Payload) || (fast.Payload == nil) != (slow.Payload == nil)) {
 			t.Errorf("case %d: decoded %+v vs %+v", i, fast, slow)
 		}
+	}
+}
+
+// TestPayloadOnlyFromAByteString: spec §2.1, byte payloads travel as
+// CBOR byte strings; the library alone would take text, and an array of
+// small integers as the bytes they name.
+func TestPayloadOnlyFromAByteString(t *testing.T) {
+	good := map[string][]byte{
+		"definite":              {0x42, 1, 2},
+		"indefinite":            {0x5f, 0x41, 1, 0x41, 2, 0xff},
+		"tagged":                {0xd8, 0x40, 0x42, 1, 2}, // tag 64 (uint8 array) of a byte string
+		"self-described CBOR":   {0xd9, 0xd9, 0xf7, 0x42, 1, 2},
+		"tag inside a tag":      {0xd8, 0x40, 0xd8, 0x40, 0x42, 1, 2},
+		"empty (checked later)": {0x40},
+	}
+	bad := map[string][]byte{
+		"array":            {0x82, 0x01, 0x02},
+		"indefinite array": {0x9f, 0x01, 0x02, 0xff},
+		"tagged array":     {0xd8, 0x40, 0x82, 0x01, 0x02},
+		"text":             {0x62, 'h', 'i'},
+		"integer":          {0x05},
+		"map":              {0xa1, 0x61, 'a', 0x01},
+		"true":             {0xf5},
+	}
+	frame := func(p []byte) []byte {
+		b := []byte{0xa3, 0x69}
+		b = append(b, "requestId"...)
+		b = append(b, 0x61, 'r', 0x64)
+		b = append(b, "name"...)
+		b = append(b, 0x61, 's', 0x67)
+		b = append(b, "payload"...)
+		return append(b, p...)
+	}
+	for what, p := range good {
+		var req AppendMessageRequest
+		if err := DecodeAppend(frame(p), &req); err != nil {
+			t.Errorf("%s: %v", what, err)
+		} else if want := []byte{1, 2}; what != "empty (checked later)" && !bytes.Equal(req.Payload, want) {
+			t.Errorf("%s: payload % x", what, req.Payload)
+		}
+	}
+	for what, p := range bad {
+		var req AppendMessageRequest
+		if err := DecodeAppend(frame(p), &req); err == nil {
+			t.Errorf("%s: decoded as payload % x, want InvalidRequest", what, req.Payload)
+		} else if st, _ := StatusOf(err); st != InvalidRequest {
+			t.Errorf("%s: %v, want InvalidRequest", what, err)
+		}
+	}
+	var req AppendMessageRequest
+	if err := DecodeAppend(frame([]byte{0xf6}), &req); err != nil || req.Payload != nil {
+		t.Errorf("null payload: %v % x, want nil (refused later as missing)", err, req.Payload)
 	}
 }
 

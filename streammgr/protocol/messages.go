@@ -56,10 +56,45 @@ type NameRequest struct {
 
 // AppendMessageRequest appends one message.
 type AppendMessageRequest struct {
-	RequestID string `cbor:"requestId"`
-	Name      string `cbor:"name"`
-	Payload   []byte `cbor:"payload"`
+	RequestID string     `cbor:"requestId"`
+	Name      string     `cbor:"name"`
+	Payload   ByteString `cbor:"payload"`
 }
+
+// ByteString is a []byte that decodes from a CBOR byte string only (null
+// is nil). The library alone would also decode text and arrays of small
+// integers into a []byte, storing as bytes what no v1 SDK sends as one.
+// It encodes as a []byte does.
+type ByteString []byte
+
+// UnmarshalCBOR takes a byte string (definite or indefinite, behind any
+// tags), or null or undefined.
+func (b *ByteString) UnmarshalCBOR(data []byte) error {
+	item := data
+	for len(item) > 0 && item[0]>>5 == 6 {
+		var ok bool
+		if _, item, ok = head(item, 6); !ok {
+			break
+		}
+	}
+	switch {
+	case len(item) == 1 && (item[0] == 0xf6 || item[0] == 0xf7):
+		*b = nil
+		return nil
+	case len(item) > 0 && item[0]>>5 == 2:
+		var v []byte
+		if err := codec().dec.Unmarshal(data, &v); err != nil {
+			return err
+		}
+		*b = v
+		return nil
+	case len(item) > 0:
+		return fmt.Errorf("cbor: cannot unmarshal %s into a byte string", majorNames[item[0]>>5])
+	}
+	return fmt.Errorf("cbor: no data for a byte string")
+}
+
+var majorNames = [8]string{"unsigned integer", "negative integer", "byte string", "UTF-8 text string", "array", "map", "tag", "simple value or float"}
 
 // ReadMessagesOptions tune a read (spec §2.5).
 type ReadMessagesOptions struct {

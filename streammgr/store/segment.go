@@ -366,7 +366,7 @@ func listSegments(dir string) (segs, idx []int64, stray []string, err error) {
 	}
 	for _, e := range ents {
 		switch n := e.Name(); {
-		case n == metaFile || n == seqFile || strings.HasPrefix(n, ".") || isExportFile(n):
+		case n == metaFile || n == seqFile || n == jumpsFile || strings.HasPrefix(n, ".") || isExportFile(n):
 		case strings.HasSuffix(n, ".idx"):
 			if first, ok := parseSegmentName(strings.TrimSuffix(n, ".idx") + ".seg"); ok {
 				idx = append(idx, first)

@@ -220,20 +220,34 @@ func (s *Store) load(dir string) (*stream, error) {
 		// updated to Memory cannot exist (persistence never changes).
 		firsts = nil
 	}
+	jumps, err := readJumps(filepath.Join(dir, jumpsFile))
+	if err != nil {
+		st.report(fmt.Sprintf("jumps file unreadable (%v): sequence numbers skipped after an unclean stop may be reported as lost", err))
+		os.Remove(filepath.Join(dir, jumpsFile)) // written afresh when needed
+	}
+	// Between one kept segment and the next: the damaged tail of the
+	// first (sealed segments keep theirs), and the files that held
+	// nothing readable. Told once the next segment's start shows what
+	// was lost.
+	var tail *damagedTail
+	var between []droppedFile
 	for i, first := range firsts {
 		p := filepath.Join(dir, segmentName(first))
-		g, size, err := st.loadSegment(p, first, i == len(firsts)-1)
+		newest := i == len(firsts)-1
+		g, size, err := st.loadSegment(p, first, newest)
 		if g == nil {
 			st.report(fmt.Sprintf("segment %s unreadable: %v", filepath.Base(p), err))
+			between = append(between, droppedFile{first, "segment " + filepath.Base(p) + " is unreadable"})
 			continue
 		}
 		if n := len(st.segs); n > 0 && g.count > 0 && g.first <= st.segs[n-1].last() {
 			st.report(fmt.Sprintf("segment %s overlaps the one before it; ignored", filepath.Base(p)))
 			continue
 		}
+		var damaged *damagedTail
 		if err != nil {
 			lost := size - g.size
-			if i == len(firsts)-1 {
+			if newest {
 				// The newest segment: a torn tail of a crash. Cut it so
 				// that appends continue after the last good record.
 				s.log.Warn("stream: torn or damaged tail cut", "stream", st.def.Name, "segment", filepath.Base(p), "bytes", lost, "err", err)
@@ -242,19 +256,35 @@ func (s *Store) load(dir string) (*stream, error) {
 				}
 				st.damage = append(st.damage, fmt.Sprintf("segment %s: %v; %d bytes after it dropped", filepath.Base(p), err, lost))
 			} else {
-				st.report(fmt.Sprintf("segment %s: %v; %d bytes after it unreadable (messages %d.. of it lost)", filepath.Base(p), err, lost, g.first+g.count))
+				damaged = &damagedTail{g: g, err: err, bytes: lost}
 			}
 		}
-		if g.count == 0 && i < len(firsts)-1 {
+		if g.count == 0 && !newest {
+			// Nothing readable in it: what it held shows as a gap
+			// between its neighbours.
+			what := "segment " + filepath.Base(p) + " is empty"
+			if damaged != nil {
+				what = fmt.Sprintf("segment %s is unreadable from its first record (%v)", filepath.Base(p), damaged.err)
+			}
+			between = append(between, droppedFile{first, what})
 			os.Remove(p)
 			continue
 		}
+		st.checkGap(g, tail, between, jumps)
+		tail, between = damaged, nil
 		st.segs = append(st.segs, g)
 		st.total += g.size
+	}
+	if tail != nil {
+		st.report(fmt.Sprintf("segment %s: %v; %d bytes after its message %d unreadable (the messages they held are lost)",
+			filepath.Base(tail.g.path), tail.err, tail.bytes, tail.g.last()))
 	}
 	st.next = floor
 	if n := len(st.segs); n > 0 {
 		st.next = max(st.next, st.segs[n-1].first+st.segs[n-1].count)
+	}
+	if st.def.Persistence == File {
+		st.noteJumps(jumps)
 	}
 	st.reserved = st.next
 	if st.def.Persistence == File {
@@ -712,13 +742,23 @@ func (st *stream) activeLocked(rec int64) (*segment, error) {
 	if n := len(st.segs); n > 0 {
 		a := st.segs[n-1]
 		usable := st.def.Persistence == Memory || a.f != nil
+		// A segment holds consecutive sequence numbers: after a jump (a
+		// start-up after an unclean stop, a failed write) the next
+		// message starts a segment of its own.
+		follows := a.first+a.count == st.next
 		switch {
-		case usable && (a.count == 0 || a.size+rec <= st.def.SegmentSize):
+		case usable && follows && (a.count == 0 || a.size+rec <= st.def.SegmentSize):
 			return a, nil
 		case a.count == 0:
-			// Empty and unusable: replaced by the new one (same name).
+			// Empty, and unusable or numbered before the jump: replaced
+			// by the new one; its file goes first should the names
+			// differ (the new file's directory sync makes both durable).
 			st.retireLocked(a)
 			st.segs = st.segs[:n-1]
+			if a.path != "" && a.first != st.next {
+				// (Its file descriptor, retired, is closed by the next sync.)
+				os.Remove(a.path)
+			}
 		default:
 			st.retireLocked(a)
 		}

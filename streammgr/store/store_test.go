@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -462,5 +463,62 @@ func TestFailedWriteFailsItsAcksAndAppendsContinue(t *testing.T) {
 	defer s.Close()
 	if ms := readAll(t, s, "f", 0); len(ms) != 3 || ms[2].Seq != 5 {
 		t.Fatalf("after restart read %v", seqsOf(ms))
+	}
+}
+
+// crash leaves s as a kill -9 would: what was written stays, nothing is
+// closed cleanly (no exact seq file, no index of the newest segment).
+func crash(t *testing.T, s *Store) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.streams {
+		st.mu.Lock()
+		st.writeOutLocked()
+		st.closeFilesLocked()
+		st.deleted = true
+		st.mu.Unlock()
+	}
+	s.closed = true
+}
+
+// TestAppendsAfterAnUncleanStopSurviveTheNext: a start-up after an
+// unclean stop continues at the seq file's floor, ahead of the newest
+// message; what is appended then starts a segment of its own, so that it
+// survives a second unclean stop (it once went into the newest segment
+// after a jump in numbering, and the next start-up cut it as damage). The
+// jump is recorded: no start-up reports it as lost.
+func TestAppendsAfterAnUncleanStopSurviveTheNext(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, nil)
+	s.Create(Definition{Name: "c", SegmentSize: 1024})
+	mustAppend(t, s, "c", 3, 100)
+	crash(t, s)
+	s = open(t, dir, nil)
+	after := mustAppend(t, s, "c", 10, 100) // 8 a segment: the jump, then one more segment
+	if after[0] <= 2 {
+		t.Fatalf("after an unclean stop appends continue at %d", after[0])
+	}
+	crash(t, s)
+	want := append([]int64{0, 1, 2}, after...)
+	for _, clean := range []bool{false, true} {
+		s = open(t, dir, nil)
+		in, _ := s.Describe("c")
+		if got := seqsOf(readAll(t, s, "c", 0)); fmt.Sprint(got) != fmt.Sprint(want) || len(in.Damage) != 0 {
+			t.Fatalf("start-up (clean stop before: %v): read %v, damage %q; want %v and none", clean, got, in.Damage, want)
+		}
+		s.Close()
+	}
+	// A segment lost after the jump is still reported.
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "*.seg"))
+	if len(files) != 3 {
+		t.Fatalf("segments %v", files)
+	}
+	os.Remove(files[1])
+	s = open(t, dir, nil)
+	defer s.Close()
+	in, _ := s.Describe("c")
+	if len(in.Damage) != 1 || !strings.Contains(in.Damage[0], fmt.Sprintf("messages %d..%d lost", after[0], after[7])) {
+		t.Fatalf("damage %q, want messages %d..%d lost", in.Damage, after[0], after[7])
 	}
 }
