@@ -165,8 +165,10 @@ func (a *Agent) Start(ctx context.Context, env *daemon.Env) error {
 			}
 		}
 	}
-	if thing := env.Config.CoreThingName(); thing != "" && env.Bus != nil {
-		c, err := startCloudJobs(a, thing)
+	thing := env.Config.CoreThingName()
+	resume := a.pickUpJob(thing != "" && env.Bus != nil)
+	if thing != "" && env.Bus != nil {
+		c, err := startCloudJobs(a, thing, resume)
 		if err != nil {
 			return err
 		}

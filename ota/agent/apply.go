@@ -40,8 +40,10 @@ type jobSpec struct {
 	req    *otav1.ApplyRequest
 	// target, when set, must be the bundle's version (cloud jobs).
 	target string
-	// started is when the job began.
+	// started is when the job began (set: a job resumed after a restart).
 	started time.Time
+	// resumes counts the restarts this job was picked up after.
+	resumes int
 }
 
 // Apply runs a local job (ggctl ota apply), sending its progress to send.
@@ -67,7 +69,14 @@ func (a *Agent) run(ctx context.Context, j jobSpec, send func(*otav1.ApplyEvent)
 		return fmt.Errorf("%w (one at a time): %w", errBusy, errdefs.ErrAborted)
 	}
 	defer a.busy.Unlock()
-	started := a.o.Now()
+	// A local job ends with its ggctl call, and every job with the daemon.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(a.ctx, cancel)()
+	started := j.started
+	if started.IsZero() {
+		started = a.o.Now()
+	}
 	a.mu.Lock()
 	a.job = &otav1.Job{JobId: j.id, Source: j.source, Status: otav1.JobStatus_JOB_STATUS_IN_PROGRESS, StartedAt: timestamppb.New(started), BytesTotal: -1}
 	a.mu.Unlock()
@@ -95,6 +104,12 @@ func (a *Agent) run(ctx context.Context, j jobSpec, send func(*otav1.ApplyEvent)
 	err := a.runSteps(ctx, j, emit)
 	if err == nil {
 		return nil
+	}
+	if a.ctx.Err() == nil {
+		// The job is over: it is not picked up at the next start. (A job
+		// cut by the daemon stopping keeps its record: a cloud job is
+		// resumed, a local one reported interrupted.)
+		a.dropJob(j.id)
 	}
 	// Nothing was installed (the install step's own failures aside): the
 	// outcome lives in memory only, for GetStatus.
@@ -181,9 +196,26 @@ func (a *Agent) runSteps(ctx context.Context, j jobSpec, emit func(otav1.JobStat
 		return refuse(fmt.Errorf("the bundle is %d bytes, over evergreen.ota.maxBundleBytes (%d): %w", sig.Size, maxBytes, errdefs.ErrResourceExhausted))
 	}
 
+	// From here on the job survives a restart of the core: a cloud job is
+	// picked up again (the download resumes), a local one is reported
+	// interrupted. The signature is kept as fetched.
+	if err := a.l.Create(); err != nil {
+		return err
+	}
+	rec := &install.Job{JobID: j.id, Source: j.source, Bundle: r.GetSource(), SHA256: wantSHA, Size: r.GetSize(),
+		Signature: sigBytes, TargetVersion: j.target, Force: r.GetForce(), StartedAt: j.started, Resumes: j.resumes}
+	if err := a.l.SaveJob(rec); err != nil {
+		return fmt.Errorf("record the job: %w", err)
+	}
+
 	path := src
 	if isURL {
-		emit(otav1.JobStatus_JOB_STATUS_DOWNLOADING, "", "downloading "+shownSource(src), 0, sig.Size)
+		have := a.partSize(sig.SHA256, sig.Size)
+		msg := "downloading " + shownSource(src)
+		if have > 0 {
+			msg = fmt.Sprintf("resuming the download of %s at %d of %d bytes", shownSource(src), have, sig.Size)
+		}
+		emit(otav1.JobStatus_JOB_STATUS_DOWNLOADING, "", msg, have, sig.Size)
 		path, err = a.download(ctx, src, sig.SHA256, sig.Size, maxBytes, func(done, total int64) {
 			emit(otav1.JobStatus_JOB_STATUS_DOWNLOADING, "", "downloading "+shownSource(src), done, total)
 		})
@@ -353,6 +385,10 @@ func (a *Agent) install(path string, m bundle.Manifest, j jobSpec) (*install.Pen
 	s.Pending = p
 	if err := a.l.SaveState(s); err != nil {
 		return fail(err)
+	}
+	// pending carries the job on from here.
+	if err := a.l.RemoveJob(); err != nil {
+		a.log.Warn("forget the job record", "err", err)
 	}
 	a.hit(install.FPPending)
 	if err := a.l.SwitchLink(install.PreviousLink, curDir); err != nil {

@@ -41,10 +41,12 @@ type cloudJobs struct {
 	queue chan []byte
 	sub   *nats.Subscription
 	wg    sync.WaitGroup
+	// resume is the job a restart cut (pickUpJob), run before any request.
+	resume *install.Job
 }
 
-func startCloudJobs(a *Agent, thing string) (*cloudJobs, error) {
-	c := &cloudJobs{a: a, thing: thing, log: a.log.With("component", "cloud"), queue: make(chan []byte, cloudQueue)}
+func startCloudJobs(a *Agent, thing string, resume *install.Job) (*cloudJobs, error) {
+	c := &cloudJobs{a: a, thing: thing, log: a.log.With("component", "cloud"), queue: make(chan []byte, cloudQueue), resume: resume}
 	sub, err := a.env.Bus.Subscribe(subjects.BrokerCloudOTA, c.onRequest)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subjects.BrokerCloudOTA, err)
@@ -87,6 +89,12 @@ func (c *cloudJobs) onRequest(m *nats.Msg) {
 
 func (c *cloudJobs) loop() {
 	defer c.wg.Done()
+	if j := c.resume; j != nil {
+		c.resume = nil
+		r := &cloudota.Request{JobID: j.JobID, URL: j.Bundle, SHA256: j.SHA256, Size: j.Size, Signature: j.Signature,
+			TargetVersion: j.TargetVersion, Force: j.Force}
+		c.runJob(r, j)
+	}
 	for {
 		select {
 		case <-c.a.ctx.Done():
@@ -116,7 +124,19 @@ func (c *cloudJobs) handle(raw []byte) {
 			return
 		}
 	}
-	c.publish(cloudota.Status{JobID: r.JobID, Status: cloudota.InProgress, Version: r.TargetVersion})
+	c.runJob(r, nil)
+}
+
+// runJob runs a cloud job: a new one, or one a restart cut (resumed, its
+// record). A resumed job that cannot proceed ends as a Failure.
+func (c *cloudJobs) runJob(r *cloudota.Request, resumed *install.Job) {
+	first := cloudota.Status{JobID: r.JobID, Status: cloudota.InProgress, Version: r.TargetVersion}
+	spec := jobSpec{id: r.JobID, source: install.SourceCloud, target: r.TargetVersion}
+	if resumed != nil {
+		first.Reason = fmt.Sprintf("resumed after a restart of the core (%d)", resumed.Resumes)
+		spec.started, spec.resumes = resumed.StartedAt, resumed.Resumes
+	}
+	c.publish(first)
 	lastPct := -1
 	send := func(ev *otav1.ApplyEvent) {
 		st := cloudota.Status{JobID: r.JobID, Status: StatusName(ev.GetStatus()), Version: ev.GetVersion()}
@@ -136,14 +156,15 @@ func (c *cloudJobs) handle(raw []byte) {
 		}
 		c.publish(st)
 	}
-	req := &otav1.ApplyRequest{Source: r.URL, Sha256: r.SHA256, Size: r.Size, Signature: r.Signature, Force: r.Force, JobId: r.JobID}
-	err = c.a.run(c.a.ctx, jobSpec{id: r.JobID, source: install.SourceCloud, req: req, target: r.TargetVersion}, send)
+	spec.req = &otav1.ApplyRequest{Source: r.URL, Sha256: r.SHA256, Size: r.Size, Signature: r.Signature, Force: r.Force, JobId: r.JobID}
+	err := c.a.run(c.a.ctx, spec, send)
 	var ref *refusal
 	switch {
 	case err == nil:
 		// Restarting: the new version reports the outcome.
 	case c.a.ctx.Err() != nil:
-	case errors.As(err, &ref):
+		// Stopping: the job's record stays, the next start resumes it.
+	case errors.As(err, &ref) && resumed == nil:
 		c.publish(cloudota.Status{JobID: r.JobID, Status: cloudota.Rejected, Version: r.TargetVersion, Reason: reason(err)})
 	default:
 		c.publish(cloudota.Status{JobID: r.JobID, Status: cloudota.Failure, Version: r.TargetVersion, Reason: reason(err)})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -224,10 +225,20 @@ func (a *Agent) fetchSmall(ctx context.Context, rawURL string, limit int64) ([]b
 // tidyDownloads removes DIR/ota/downloads and DIR/ota when they are empty:
 // a refused first update leaves no trace.
 func (a *Agent) tidyDownloads() {
-	if os.Remove(a.l.DownloadsDir()) == nil {
+	if err := os.Remove(a.l.DownloadsDir()); err == nil || errors.Is(err, fs.ErrNotExist) {
 		os.Remove(a.l.VersionsDir())
 		os.Remove(a.l.Dir())
 	}
+}
+
+// partSize is how many bytes of the bundle sum a download kept (0 when
+// none, or more than the signed size).
+func (a *Agent) partSize(sum string, size int64) int64 {
+	fi, err := os.Stat(filepath.Join(a.l.DownloadsDir(), sum+".part"))
+	if err != nil || fi.Size() > size {
+		return 0
+	}
+	return fi.Size()
 }
 
 func unavailable(url string, err error) error {

@@ -8,6 +8,7 @@
 //	DIR/ota/previous          -> versions/<dir>: what a rollback restores
 //	DIR/ota/state.json        pending update, attempts, committed, broken, last outcome
 //	DIR/ota/downloads/        bundles being downloaded (resumed with Range)
+//	DIR/ota/job.json          the job in flight before its install (job.go)
 //
 // A link is switched by creating a symbolic link under a temp name and
 // renaming it over the old one, then fsyncing DIR/ota: after a power cut
