@@ -52,6 +52,11 @@ func startCloudJobs(a *Agent, thing string, resume *install.Job) (*cloudJobs, er
 		return nil, fmt.Errorf("subscribe %s: %w", subjects.BrokerCloudOTA, err)
 	}
 	c.sub = sub
+	// The server must hold the subscription before the daemon reports
+	// ready, or a request sent right after start finds no one.
+	if err := a.env.Bus.Flush(); err != nil {
+		c.log.Warn("bus flush after subscribe", "err", err)
+	}
 	// The outcome of a job that ended before a restart (a rollback by the
 	// launcher or by the new version) still has to reach the cloud.
 	if a.l.Exists() {
