@@ -74,6 +74,11 @@ func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.F
 	if c.sub, err = bus.Subscribe(subjects.BrokerCloudDeploy, c.onRequest); err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", subjects.BrokerCloudDeploy, err)
 	}
+	// The server must hold the subscription before the daemon reports
+	// ready, or a request relayed right after start finds no one.
+	if err := bus.Flush(); err != nil {
+		c.log.Warn("bus flush after subscribe", "err", err)
+	}
 	c.wg.Add(1)
 	go c.loop(pending)
 	return c, nil
