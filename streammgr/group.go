@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/config"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
@@ -58,35 +57,14 @@ type Settings struct {
 func SettingsFromGroup(g *groupdef.Group, cfg config.Streams, listen, storeDir string) (Settings, error) {
 	s := Settings{AuthenticateClient: cfg.AuthenticateClient, MaxBandwidthKbps: cfg.ExporterMaxBandwidthKbps,
 		ThreadPoolSize: cfg.ExporterThreadPoolSize, S3MinPartSize: cfg.S3MultipartMinPartSizeBytes}
-	if g == nil || g.Functions == nil {
-		return s, nil
+	p, vars, found, err := g.SystemFunction(FunctionName)
+	if err != nil || !found {
+		return s, err
 	}
-	found := ""
-	for i, f := range g.Functions.Functions {
-		if !isStreamManager(f.FunctionArn) {
-			continue
-		}
-		p := fmt.Sprintf("Functions[%d]", i)
-		if found != "" {
-			return s, errdefs.InvalidArgument(p+".FunctionArn", "a second %s function (the first is %s); a group configures one stream manager", FunctionName, found)
-		}
-		found = p
-		if f.FunctionConfiguration == nil || f.FunctionConfiguration.Environment == nil {
-			continue
-		}
-		if err := s.applyEnv(p+".FunctionConfiguration.Environment.Variables.", f.FunctionConfiguration.Environment.Variables, listen, storeDir); err != nil {
-			return Settings{}, err
-		}
+	if err := s.applyEnv(p+".FunctionConfiguration.Environment.Variables.", vars, listen, storeDir); err != nil {
+		return Settings{}, err
 	}
 	return s, nil
-}
-
-func isStreamManager(functionARN string) bool {
-	if !arn.IsSystemFunction(functionARN) {
-		return false
-	}
-	f, err := arn.ParseFunction(functionARN)
-	return err == nil && f.Name == FunctionName
 }
 
 func (s *Settings) applyEnv(prefix string, vars map[string]string, listen, storeDir string) error {

@@ -1,10 +1,8 @@
 package cloud
 
 import (
-	"fmt"
 	"strconv"
 
-	"github.com/evergreen-edge/evergreen/services/kit/arn"
 	"github.com/evergreen-edge/evergreen/services/kit/errdefs"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 )
@@ -107,35 +105,14 @@ func (s SpoolerSettings) Validate() error {
 // are ignored, as v1 did.
 func SettingsFromGroup(g *groupdef.Group) (SpoolerSettings, error) {
 	s := DefaultSpoolerSettings()
-	if g == nil || g.Functions == nil {
-		return s, nil
+	p, vars, found, err := g.SystemFunction(SpoolerFunctionName)
+	if err != nil || !found {
+		return s, err
 	}
-	found := ""
-	for i, f := range g.Functions.Functions {
-		if !isSpooler(f.FunctionArn) {
-			continue
-		}
-		p := fmt.Sprintf("Functions[%d]", i)
-		if found != "" {
-			return s, errdefs.InvalidArgument(p+".FunctionArn", "a second %s function (the first is %s); a group configures one spooler", SpoolerFunctionName, found)
-		}
-		found = p
-		if f.FunctionConfiguration == nil || f.FunctionConfiguration.Environment == nil {
-			continue
-		}
-		if err := s.applyEnv(p+".FunctionConfiguration.Environment.Variables.", f.FunctionConfiguration.Environment.Variables); err != nil {
-			return DefaultSpoolerSettings(), err
-		}
+	if err := s.applyEnv(p+".FunctionConfiguration.Environment.Variables.", vars); err != nil {
+		return DefaultSpoolerSettings(), err
 	}
 	return s, nil
-}
-
-func isSpooler(functionARN string) bool {
-	if !arn.IsSystemFunction(functionARN) {
-		return false
-	}
-	f, err := arn.ParseFunction(functionARN)
-	return err == nil && f.Name == SpoolerFunctionName
 }
 
 func (s *SpoolerSettings) applyEnv(prefix string, vars map[string]string) error {
