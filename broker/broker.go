@@ -96,7 +96,14 @@ type Service struct {
 	recheck sync.Mutex
 	bg      sync.WaitGroup
 
-	subs       []*nats.Subscription
+	subs []*nats.Subscription
+	// readyMu holds back the cloud-ready events until the bus
+	// subscriptions are made (following): a daemon that answers one by
+	// publishing for the cloud (the deployagent's last status) must find
+	// the broker listening. readyHeld is the latest event held back.
+	readyMu    sync.Mutex
+	following  bool
+	readyHeld  *brokerv1.CloudStatus
 	stopDeploy func()
 	stopCerts  chan struct{}
 	certsDone  chan struct{}
@@ -168,6 +175,14 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	}
 	if err := s.followBus(); err != nil {
 		return err
+	}
+	s.readyMu.Lock()
+	s.following = true
+	held := s.readyHeld
+	s.readyHeld = nil
+	s.readyMu.Unlock()
+	if held != nil {
+		s.publishBus(subjects.BrokerCloudReady, held)
 	}
 	if s.stopDeploy, err = followDeployments(s); err != nil {
 		return err

@@ -223,10 +223,19 @@ func (s *Service) onOTACloud(msg *nats.Msg) {
 	s.toCloud(&message{src: router.Cloud, topic: rm.GetTopic(), payload: rm.GetPayload(), qos: 1, time: time.Now()})
 }
 
-// cloudReady tells the shadow service that a cloud connection has made its
-// subscriptions, so that it can resync. It runs on the connection's
-// goroutine and must not block: a NATS publish only buffers.
+// cloudReady tells the shadow service (it resyncs) and the deployagent (it
+// publishes its last status again) that a cloud connection has made its
+// subscriptions; before the broker follows the bus it is held back (see
+// readyMu). It runs on the connection's goroutine and must not block: a
+// NATS publish only buffers.
 func (s *Service) cloudReady(st *brokerv1.CloudStatus) {
+	s.readyMu.Lock()
+	if !s.following {
+		s.readyHeld = st
+		s.readyMu.Unlock()
+		return
+	}
+	s.readyMu.Unlock()
 	s.publishBus(subjects.BrokerCloudReady, st)
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
+	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
@@ -167,7 +168,11 @@ func (a *artifacts) switchModels(g, old *groupdef.Group) error {
 			continue
 		}
 		if target, err := os.Readlink(d.DestinationPath); err == nil && filepath.Dir(target) == a.models {
-			if err := os.Remove(d.DestinationPath); err != nil {
+			err := os.Remove(d.DestinationPath)
+			if err == nil {
+				err = atomicfile.SyncDir(filepath.Dir(d.DestinationPath))
+			}
+			if err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -195,6 +200,10 @@ func (a *artifacts) link(dest, tree string) error {
 	if err := os.Rename(tmp, dest); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("model DestinationPath %s: %w", dest, err)
+	}
+	// The rename is the switch: durable before the deployment goes on.
+	if err := atomicfile.SyncDir(filepath.Dir(dest)); err != nil {
+		return fmt.Errorf("model DestinationPath %s: sync %s: %w", dest, filepath.Dir(dest), err)
 	}
 	return nil
 }

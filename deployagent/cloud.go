@@ -37,9 +37,19 @@ import (
 //
 // DIR/data/deployagent/cloud.json holds the request being handled until
 // its final status is out. After a restart the deployagent publishes the
-// outcome of a deployment that was in flight (the start-up recovery has
-// settled it), or runs a request again that had not become a deployment
-// yet (a group download resumes where it stopped).
+// outcome of a deployment that was committed when it stopped (the
+// start-up recovery settles it), and runs the request again from the
+// start when it had not been committed (Config.Rerun: the recovery
+// discards its staged.json; a group or artifact download resumes where it
+// stopped, with an HTTP Range request).
+//
+// The status published last (cloud-status.json keeps the last final one
+// across restarts) is published again each time the broker reports a
+// cloud connection ready (evergreen.broker.events.cloud), until a later
+// status supersedes it: a status published while the broker was not yet
+// listening, or lost with the broker's Memory spool, reaches the cloud at
+// its next connection. The cloud may so see a status twice; it is the
+// same status.
 
 // cloudQueue bounds the requests waiting behind the one running; more are
 // refused with a Failure status ("busy").
@@ -50,28 +60,44 @@ type cloudDeploys struct {
 	bus   *nats.Conn
 	thing string
 	fetch *artifact.Fetcher
-	// secretsSock is the secrets daemon's socket.
-	secretsSock string
-	file        string
-	log         *slog.Logger
+	// secretsSock is the secrets daemon's socket; brokerSock the
+	// broker's ("" when the broker is not a daemon of this suite).
+	secretsSock, brokerSock string
+	file                    string
+	log                     *slog.Logger
 
 	queue chan []byte
 	sub   *nats.Subscription
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
+	ready *nats.Subscription
+	// statusFile keeps the last final status across restarts.
+	statusFile string
+
+	// mu orders publishes: last is the status published last (a Status
+	// JSON), sent again on every cloud connection.
+	mu   sync.Mutex
+	last []byte
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
-func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.Fetcher, dir, secretsSock string, log *slog.Logger) (*cloudDeploys, error) {
-	c := &cloudDeploys{l: l, bus: bus, thing: thing, fetch: fetch, file: filepath.Join(dir, "cloud.json"), secretsSock: secretsSock,
-		log: log.With("component", "cloud"), queue: make(chan []byte, cloudQueue)}
+func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.Fetcher, dir, secretsSock, brokerSock string, log *slog.Logger) (*cloudDeploys, error) {
+	c := &cloudDeploys{l: l, bus: bus, thing: thing, fetch: fetch, file: filepath.Join(dir, cloudFile), statusFile: filepath.Join(dir, cloudStatusFile),
+		secretsSock: secretsSock, brokerSock: brokerSock, log: log.With("component", "cloud"), queue: make(chan []byte, cloudQueue)}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	// cloud.json is the request as the cloud sent it.
 	pending, err := os.ReadFile(c.file)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		c.log.Warn("cloud.json unreadable; the request it held is dropped", "err", err)
 	}
+	if b, err := os.ReadFile(c.statusFile); err == nil && json.Valid(b) {
+		c.last = b
+	}
+	if c.ready, err = bus.Subscribe(subjects.BrokerCloudReady, c.onCloudReady); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", subjects.BrokerCloudReady, err)
+	}
 	if c.sub, err = bus.Subscribe(subjects.BrokerCloudDeploy, c.onRequest); err != nil {
+		c.ready.Unsubscribe()
 		return nil, fmt.Errorf("subscribe %s: %w", subjects.BrokerCloudDeploy, err)
 	}
 	// The server must hold the subscription before the daemon reports
@@ -84,7 +110,24 @@ func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.F
 	return c, nil
 }
 
+// The files of cloud deployments, in DIR/data/deployagent.
+const (
+	cloudFile       = "cloud.json"
+	cloudStatusFile = "cloud-status.json"
+)
+
+// pendingCloudID is the deploymentId of the request cloud.json holds ("":
+// none), read before the start-up recovery (Config.Rerun).
+func pendingCloudID(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, cloudFile))
+	if err != nil {
+		return ""
+	}
+	return requestID(b)
+}
+
 func (c *cloudDeploys) close() {
+	c.ready.Unsubscribe()
 	c.sub.Unsubscribe()
 	c.stop()
 	c.wg.Wait()
@@ -101,7 +144,18 @@ func (c *cloudDeploys) onRequest(m *nats.Msg) {
 	default:
 		id := requestID(rm.GetPayload())
 		c.log.Warn("cloud deployment refused: too many waiting", "deployment", id, "waiting", cloudQueue)
-		c.publish(id, clouddeploy.Failure, "", fmt.Sprintf("the core is busy: %d deployments wait already", cloudQueue))
+		c.send(c.status(id, clouddeploy.Failure, "", fmt.Sprintf("the core is busy: %d deployments wait already", cloudQueue)))
+	}
+}
+
+// onCloudReady publishes the last status again: the broker has just
+// (re)connected to the cloud.
+func (c *cloudDeploys) onCloudReady(*nats.Msg) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last != nil {
+		c.log.Debug("cloud connected: publishing the last deployment status again")
+		c.send(c.last)
 	}
 }
 
@@ -109,6 +163,7 @@ func (c *cloudDeploys) onRequest(m *nats.Msg) {
 func (c *cloudDeploys) loop(pending []byte) {
 	defer c.wg.Done()
 	if len(pending) > 0 {
+		c.waitBroker()
 		c.handle(pending, true)
 	}
 	for {
@@ -138,14 +193,16 @@ func (c *cloudDeploys) handle(raw []byte, resumed bool) {
 		c.forget()
 		return
 	}
+	first := "received"
 	if resumed {
-		log.Info("cloud deployment resumed after a restart")
+		log.Info("cloud deployment runs again after a restart")
+		first = "resumed"
 	}
 	if err := atomicfile.WriteFile(c.file, raw, 0o600); err != nil {
 		log.Error("record the cloud request", "err", err)
 	}
 	defer c.forget()
-	c.publish(r.DeploymentID, clouddeploy.InProgress, "received", "")
+	c.publish(r.DeploymentID, clouddeploy.InProgress, first, "")
 
 	if len(r.Secrets) > 0 {
 		c.publish(r.DeploymentID, clouddeploy.InProgress, "secrets", "")
@@ -182,11 +239,12 @@ func (c *cloudDeploys) handle(raw []byte, resumed bool) {
 			return
 		}
 	}
-	events, err := c.l.Deploy(c.ctx, req)
+	// A request run again at start waits for daemons still starting.
+	events, err := c.l.deploy(c.ctx, req, resumed)
 	for errors.Is(err, errdefs.ErrAborted) && c.ctx.Err() == nil {
 		// Another deployment (local, or the start-up recovery) runs.
 		time.Sleep(200 * time.Millisecond)
-		events, err = c.l.Deploy(c.ctx, req)
+		events, err = c.l.deploy(c.ctx, req, resumed)
 	}
 	if err != nil {
 		if c.ctx.Err() != nil {
@@ -224,6 +282,45 @@ func (c *cloudDeploys) handle(raw []byte, resumed bool) {
 	// the start-up recovery settles it; cloud.json stays for the report.
 	if c.ctx.Err() != nil {
 		return
+	}
+}
+
+// brokerWait bounds how long the request found at start waits for the
+// broker.
+const brokerWait = 30 * time.Second
+
+// waitBroker waits, at most brokerWait, until the broker answers on its
+// socket: started in parallel after a restart, it may not follow the bus
+// yet, and a status published before it does is lost (but for the last
+// one, see onCloudReady). Once it answers, it queues every status for the
+// cloud, connected or not.
+func (c *cloudDeploys) waitBroker() {
+	if c.brokerSock == "" {
+		return
+	}
+	conn, err := grpc.NewClient("unix://"+c.brokerSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	api := brokerv1.NewBrokerClient(conn)
+	deadline := time.Now().Add(brokerWait)
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+		_, err := api.GetCloudStatus(ctx, &brokerv1.GetCloudStatusRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.log.Warn("the broker does not answer; publishing the statuses of the resumed deployment anyway", "err", err)
+			return
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
@@ -292,8 +389,24 @@ func (c *cloudDeploys) forget() {
 	}
 }
 
-// publish sends a status to the cloud (through the broker's spooler).
+// publish sends a status of the deployment being handled to the cloud
+// (through the broker's spooler) and keeps it as the last one; a final
+// status is kept on disk too.
 func (c *cloudDeploys) publish(id, status, stage string, reasons ...string) {
+	b := c.status(id, status, stage, reasons...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = b
+	if status == clouddeploy.Success || status == clouddeploy.Failure {
+		if err := atomicfile.WriteFile(c.statusFile, b, 0o600); err != nil {
+			c.log.Warn("record the last deployment status", "err", err)
+		}
+	}
+	c.send(b)
+}
+
+// status encodes a status.
+func (c *cloudDeploys) status(id, status, stage string, reasons ...string) []byte {
 	var rs []string
 	for _, r := range reasons {
 		if r != "" {
@@ -301,9 +414,14 @@ func (c *cloudDeploys) publish(id, status, stage string, reasons ...string) {
 		}
 	}
 	b, _ := json.Marshal(clouddeploy.Status{DeploymentID: id, Status: status, Stage: stage, Reasons: rs, Timestamp: time.Now().UnixMilli()})
+	return b
+}
+
+// send publishes an encoded status for the broker to queue for the cloud.
+func (c *cloudDeploys) send(b []byte) {
 	m, _ := proto.Marshal(&brokerv1.RoutedMessage{Topic: clouddeploy.StatusTopic(c.thing), Payload: b, Qos: 1, Time: timestamppb.Now()})
 	if err := c.bus.Publish(subjects.DeployCloud, m); err != nil {
-		c.log.Warn("publish a deployment status", "deployment", id, "status", status, "err", err)
+		c.log.Warn("publish a deployment status", "err", err)
 	}
 }
 

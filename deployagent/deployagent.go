@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/evergreen-edge/evergreen/deployagent/artifact"
@@ -51,7 +52,7 @@ func Spec(consumers []string, opts ...Option) daemon.Spec {
 		Requires: []string{"bus", "certmgr"},
 		Bus: &daemon.BusRole{
 			Publish:   []string{"evergreen.deploy.>"},
-			Subscribe: []string{"evergreen.certmgr.events.>", subjects.BrokerCloudDeploy},
+			Subscribe: []string{"evergreen.certmgr.events.>", subjects.BrokerCloudDeploy, subjects.BrokerCloudReady},
 		},
 		New: func() daemon.Service {
 			return &service{consumers: append([]string(nil), consumers...), opts: opts}
@@ -86,14 +87,25 @@ func (s *service) Start(ctx context.Context, env *daemon.Env) error {
 		return fmt.Errorf("artifact store: %w", err)
 	}
 	c.Artifacts, c.Switch, c.Finished = a.stageRecord, a.switchRecords, a.collectRecords(env.Log)
+	thing := env.Config.CoreThingName()
+	cloud := thing != "" && env.Bus != nil
+	if id := pendingCloudID(env.Root.DataDir(Name)); cloud && id != "" && c.Rerun == nil {
+		// A cloud deployment cut short before its commit runs again from
+		// its request (cloud.go).
+		c.Rerun = func(d string) bool { return d == id }
+	}
 	l, err := NewLocal(c)
 	if err != nil {
 		return err
 	}
 	s.local = l
 	deployv1.RegisterDeployerServer(env.GRPC, NewServer(l))
-	if thing := env.Config.CoreThingName(); thing != "" && env.Bus != nil {
-		if s.cloud, err = startCloudDeploys(l, env.Bus, thing, a.fetch, env.Root.DataDir(Name), env.Root.Socket("secrets"), env.Log); err != nil {
+	if cloud {
+		brokerSock := ""
+		if slices.Contains(s.consumers, "broker") {
+			brokerSock = env.Root.Socket("broker")
+		}
+		if s.cloud, err = startCloudDeploys(l, env.Bus, thing, a.fetch, env.Root.DataDir(Name), env.Root.Socket("secrets"), brokerSock, env.Log); err != nil {
 			return err
 		}
 	}

@@ -66,6 +66,12 @@ type Config struct {
 	// RecoverWait is how long a start-up recovery waits for a consumer that
 	// is not running yet; DefaultRecoverWait when zero.
 	RecoverWait time.Duration
+	// Rerun reports whether a deployment cut short before its commit will
+	// run again from its recorded request (a cloud deployment: cloud.json
+	// holds it). The start-up recovery then discards its staged.json
+	// instead of recording a FAILURE, so the same id can run again. Nil:
+	// none does.
+	Rerun func(deploymentID string) bool
 }
 
 // ArtifactsFunc fetches and verifies the artifacts of the group next puts
@@ -96,6 +102,7 @@ type Local struct {
 	artifacts ArtifactsFunc
 	switchFn  func(next, prev *deployment.Record) error
 	finished  func(current, previous *deployment.Record)
+	rerun     func(deploymentID string) bool
 	// recoverWait: see Config.RecoverWait.
 	recoverWait time.Duration
 
@@ -154,6 +161,7 @@ func NewLocal(c Config) (*Local, error) {
 		artifacts: c.Artifacts,
 		switchFn:  c.Switch,
 		finished:  c.Finished,
+		rerun:     c.Rerun,
 
 		recoverWait: c.RecoverWait,
 	}
@@ -239,8 +247,10 @@ func (l *Local) restore() error {
 	case st.Stage == "" && committed:
 		// Written before stages existed: committed only once every
 		// daemon had applied it.
+		l.relink(j, st.Next, st.Previous)
 		l.record(j, succeeded, "")
 	case st.Stage == "":
+		l.relink(j, cur, st.Next)
 		l.record(j, failed, "interrupted: the deployagent stopped before every daemon acknowledged; the previous group stays in force")
 	case st.Stage == deployment.StageRolledBack:
 		if committed {
@@ -249,22 +259,48 @@ func (l *Local) restore() error {
 			}
 			l.setCurrent(st.Previous)
 		}
+		l.relink(j, st.Previous, st.Next)
 		l.record(j, failed, st.Reason)
 	case st.Stage == deployment.StageRollingBack:
 		j.log.Warn("resuming the rollback of a deployment cut short by the last stop")
 		l.resume(j, func() { l.rollback(j, l.consumers, d.Results) })
+	case !committed && l.rerun != nil && l.rerun(st.DeploymentID):
+		// A cloud deployment: its request runs again from the start (an
+		// artifact download resumes where it stopped), under the same id.
+		j.log.Warn("a deployment cut short before its commit runs again from its recorded request", "stage", st.Stage)
+		l.relink(j, cur, st.Next)
+		if err := deployment.RemoveState(l.root); err != nil {
+			return fmt.Errorf("deployagent: discard staged deployment: %w", err)
+		}
 	case !committed:
-		l.record(j, failed, "interrupted before commit (at stage "+st.Stage+"): the previous group stays in force")
+		l.relink(j, cur, st.Next)
+		l.record(j, failed, "interrupted before commit by a restart (at stage "+st.Stage+"): the previous group stays in force; deploy it again (an artifact download resumes where it stopped)")
 	case st.Stage == deployment.StageApplied || st.Stage == deployment.StageDone:
+		l.relink(j, st.Next, st.Previous)
 		l.record(j, succeeded, "")
 	default:
 		// Committed, not confirmed by every daemon: the new group is in
-		// force (each daemon loaded it when it started); ask each to
+		// force (each daemon loaded it when it started); its model links
+		// may still name the previous group's models (the stop came
+		// before the switch): switch them, then ask each daemon to
 		// confirm, and roll back if one refuses.
 		j.log.Warn("resuming a committed deployment cut short by the last stop: asking every daemon to confirm it")
-		l.resume(j, func() { l.applyAll(j) })
+		l.resume(j, func() { l.switchAndApply(j, d.Results) })
 	}
 	return nil
+}
+
+// relink makes the model links (Config.Switch) match inForce when a
+// start-up recovery settles a deployment without running it further: the
+// last stop may have come between a link's rename and its directory sync,
+// or before the switch. It changes nothing when the links are right.
+func (l *Local) relink(j *job, inForce, other *deployment.Record) {
+	if l.switchFn == nil {
+		return
+	}
+	if err := l.switchFn(inForce, other); err != nil {
+		j.log.Error("model links of the group in force", "err", err)
+	}
 }
 
 // record ends a deployment found on start without touching any daemon.
@@ -372,6 +408,12 @@ func validID(id string) bool {
 // progress events. The deployment runs to the end even when the caller
 // stops reading.
 func (l *Local) Deploy(ctx context.Context, req *deployv1.DeployRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[deployv1.DeployEvent], error) {
+	return l.deploy(ctx, req, false)
+}
+
+// deploy is Deploy; waitUp waits for daemons that are not running yet
+// (a cloud request run again at start, see job.waitUp).
+func (l *Local) deploy(ctx context.Context, req *deployv1.DeployRequest, waitUp bool) (grpc.ServerStreamingClient[deployv1.DeployEvent], error) {
 	typ, next, err := l.validate(req)
 	if err != nil {
 		return nil, err
@@ -443,7 +485,7 @@ func (l *Local) Deploy(ctx context.Context, req *deployv1.DeployRequest, _ ...gr
 	}
 	l.mu.Unlock()
 
-	j := &job{d: d, st: st, events: newEventStream(ctx), force: typ == deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET,
+	j := &job{d: d, st: st, events: newEventStream(ctx), force: typ == deployv1.DeploymentType_DEPLOYMENT_TYPE_FORCE_RESET, waitUp: waitUp,
 		log: l.log.With("deployment", d.DeploymentId, "type", typ.String())}
 	go func() {
 		defer l.running.Done()

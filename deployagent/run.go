@@ -52,7 +52,11 @@ type job struct {
 	// recovering: resumed by a start after a stop. Every daemon may have
 	// loaded current.json on its own since, so every daemon is told.
 	recovering bool
-	log        interface {
+	// waitUp: daemons not running yet are waited for (DefaultRecoverWait)
+	// instead of failing the deployment: a recovery, or a cloud request
+	// run again at start, while the supervisor may still be starting them.
+	waitUp bool
+	log    interface {
 		Info(string, ...any)
 		Warn(string, ...any)
 		Error(string, ...any)
@@ -98,6 +102,10 @@ func (l *Local) run(j *job) {
 	if l.artifacts != nil && j.st.Next.HasGroup() {
 		progress := func(msg string) { j.events.push(stageEvent(id, deployment.StageValidated, msg)) }
 		if err := l.artifacts(l.runCtx, id, j.st.Next, progress); err != nil {
+			if l.runCtx.Err() != nil {
+				l.abandon(j)
+				return
+			}
 			l.finish(j, failed, "artifacts: "+oneLine(err.Error()), nil)
 			return
 		}
@@ -110,7 +118,11 @@ func (l *Local) run(j *job) {
 
 	// Prepared: every daemon checks and stages its slice; nothing switches.
 	prep := l.applyRequest(j.st.Next, id, phasePrepare)
-	outs := l.askAll(l.consumers, prep, func(o outcome) {
+	ask := l.askAll
+	if j.waitUp {
+		ask = l.askAllWhenUp
+	}
+	outs := ask(l.consumers, prep, func(o outcome) {
 		if o.ok {
 			j.events.push(stageEvent(id, deployment.StageArtifacts, o.daemon+" prepared"))
 		} else {
@@ -143,7 +155,14 @@ func (l *Local) run(j *job) {
 	l.setInForce(j.st.Next)
 	l.stage(j, deployment.StageCommitted, "committed: current.json names "+id)
 	l.hit(failpoint.Committed)
+	l.switchAndApply(j, results)
+}
 
+// switchAndApply puts the committed group's models at their
+// DestinationPath (Config.Switch), then asks every daemon to apply it. A
+// start-up recovery of a committed deployment goes through here too: the
+// stop may have come before the switch.
+func (l *Local) switchAndApply(j *job, results []*deployv1.DaemonResult) {
 	if l.switchFn != nil {
 		if err := l.switchFn(j.st.Next, j.st.Previous); err != nil {
 			j.st.Reason = "deployagent: " + oneLine(err.Error())
@@ -167,7 +186,7 @@ func (l *Local) applyAll(j *job) {
 		switch {
 		case err != nil:
 			o = outcome{daemon: n, reason: "encode ApplyGroup: " + err.Error()}
-		case j.recovering:
+		case j.recovering || j.waitUp:
 			o = l.askWhenUp(n, data)
 		default:
 			o = l.ask(n, data)
@@ -235,7 +254,7 @@ func (l *Local) rollback(j *job, back []string, results []*deployv1.DaemonResult
 	if len(back) > 0 {
 		req := l.applyRequest(prev, currentID(prev), phaseRollback)
 		ask := l.askAll
-		if j.recovering {
+		if j.recovering || j.waitUp {
 			ask = l.askAllWhenUp
 		}
 		for _, o := range ask(back, req, func(o outcome) {
@@ -255,6 +274,20 @@ func (l *Local) rollback(j *job, back []string, results []*deployv1.DaemonResult
 	l.stage(j, deployment.StageRolledBack, "rolled back to "+to)
 	l.hit(failpoint.RolledBack)
 	l.finish(j, failed, j.st.Reason, results)
+}
+
+// abandon leaves a deployment that the deployagent's stop cut short
+// before its commit as staged.json says, for the next start to settle as
+// it settles one cut by a power cut (README.md, "Crash safety"): a cloud
+// deployment runs again, a local one is recorded FAILURE. busy stays set:
+// the deployagent is stopping.
+func (l *Local) abandon(j *job) {
+	j.log.Warn("deployment interrupted by the deployagent's stop before its commit; the next start settles it", "stage", j.st.Stage)
+	l.mu.Lock()
+	l.inflight = nil
+	l.mu.Unlock()
+	j.events.push(stageEvent(j.d.DeploymentId, j.st.Stage, "interrupted: the deployagent is stopping; the next start settles this deployment"))
+	j.events.close()
 }
 
 // setInForce makes memory follow current.json.

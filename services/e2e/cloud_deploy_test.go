@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -36,6 +37,7 @@ import (
 // the function downloaded by URL runs; a bad artifact reports Failure and
 // leaves the group in force.
 func TestCloudDeploymentEndToEnd(t *testing.T) {
+	needPython(t)
 	needMosquitto(t)
 	cloud := newAWSCloud(t)
 	cloud.start()
@@ -244,4 +246,212 @@ func TestCloudDeploymentEndToEnd(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"status":"Success"`) {
 		t.Fatalf("examples/cloud/deploy.sh --type Redeployment: %v\n%s", err, out)
 	}
+}
+
+// cutServer serves body over https. The first request gets the first half
+// (in pieces, slowly), then nothing until the client goes away: a
+// download the test cuts with a power cut. Later requests are served
+// whole or from their Range. It records every Range header.
+type cutServer struct {
+	*httptest.Server
+	mu     sync.Mutex
+	ranges []string
+}
+
+func newCutServer(t *testing.T, body []byte) *cutServer {
+	s := &cutServer{}
+	release := make(chan struct{})
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.ranges = append(s.ranges, r.Header.Get("Range"))
+		first := len(s.ranges) == 1
+		s.mu.Unlock()
+		if !first {
+			http.ServeContent(w, r, "code.zip", time.Time{}, bytes.NewReader(body))
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		half, step := len(body)/2, len(body)/16
+		for at := 0; at < half; at += step {
+			w.Write(body[at:min(at+step, half)])
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(func() {
+		close(release)
+		s.Close()
+	})
+	return s
+}
+
+func (s *cutServer) seen() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ranges...)
+}
+
+// A cloud deployment cut by a power cut (SIGKILL of every process of the
+// suite) in the middle of its function's code download: the next start
+// runs the request again (cloud.json), the statuses start again on the
+// status topic (InProgress "resumed", Building), the download resumes
+// with a Range request where the partial file stopped, and the deployment
+// ends Success with the function running.
+func TestCloudDeploymentResumesAfterPowerCut(t *testing.T) {
+	needPython(t)
+	needMosquitto(t)
+	t.Parallel()
+	cloud := newAWSCloud(t)
+	cloud.start()
+
+	// A function zip of 4 MiB: the handler and stored random padding.
+	var zb bytes.Buffer
+	zw := zip.NewWriter(&zb)
+	f, _ := zw.Create("main.py")
+	f.Write([]byte("import json\nimport greengrasssdk\niot = greengrasssdk.client('iot-data')\n\n\ndef handler(event, context):\n    iot.publish(topic='resumed/out', payload=json.dumps({'got': event}))\n"))
+	pad, _ := zw.CreateHeader(&zip.FileHeader{Name: "padding.bin", Method: zip.Store})
+	noise := make([]byte, 4<<20)
+	rand.Read(noise)
+	pad.Write(noise)
+	zw.Close()
+	code := zb.Bytes()
+	codeSha := sha(code)
+	ts := newCutServer(t, code)
+	caFile := filepath.Join(t.TempDir(), "artifact-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600)
+
+	root := suitetest.ShortRoot(t)
+	cloud.writeConfig(root)
+	env := []string{"SSL_CERT_FILE=" + caFile}
+	s := suitetest.LaunchWith(t, root, suitetest.LaunchOptions{Env: env})
+	if err := s.WaitHealthy(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dev := createDevice(t, root, "dev")
+
+	pool := x509.NewCertPool()
+	pool.AddCert(cloud.ca.Cert)
+	var smu sync.Mutex
+	var statuses []clouddeploy.Status
+	ops := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("ssl://127.0.0.1:" + strconv.Itoa(cloud.port)).SetClientID("fleet-ops-cut").
+		SetTLSConfig(&tls.Config{RootCAs: pool}))
+	if tok := ops.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer ops.Disconnect(0)
+	const id = "cloud-cut-1"
+	if tok := ops.Subscribe(clouddeploy.StatusTopic("test-core"), 1, func(_ pahov3.Client, m pahov3.Message) {
+		var st clouddeploy.Status
+		json.Unmarshal(m.Payload(), &st)
+		if st.DeploymentID == id {
+			smu.Lock()
+			statuses = append(statuses, st)
+			smu.Unlock()
+		}
+	}); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	seen := func(from int) []string {
+		smu.Lock()
+		defer smu.Unlock()
+		var out []string
+		for _, st := range statuses[min(from, len(statuses)):] {
+			out = append(out, st.Status+"/"+st.Stage)
+		}
+		return out
+	}
+	bustest.CheckFor(t, waitLimit, 100*time.Millisecond, func() error {
+		if r := ggctl(t, root, "cloud", "--json"); !strings.Contains(r.stdout, clouddeploy.RequestTopic("test-core")) {
+			return fmt.Errorf("cloud status: %s%s", r.stdout, r.stderr)
+		}
+		return nil
+	})
+
+	fnARN := "arn:aws:lambda:us-east-1:123456789012:function:resumed:1"
+	g := map[string]any{
+		"Core":    map[string]any{"Cores": []any{map[string]any{"Id": "core", "ThingArn": thing("test-core"), "CertificateArn": acct + "cert/" + strings.Repeat("ab", 32)}}},
+		"Devices": map[string]any{"Devices": []any{map[string]any{"Id": "dev", "ThingArn": thing("dev"), "CertificateArn": acct + "cert/" + dev.certID}}},
+		"Functions": map[string]any{
+			"DefaultConfig": map[string]any{"Execution": map[string]any{"IsolationMode": "NoContainer"}},
+			"Functions": []any{map[string]any{"Id": "resumed", "FunctionArn": fnARN,
+				"FunctionConfiguration": map[string]any{"Pinned": false, "Timeout": 10, "EncodingType": "json"},
+				"Evergreen":             map[string]any{"Runtime": "python3.8", "Handler": "main.handler", "CodeUri": ts.URL + "/code.zip", "CodeSha256": codeSha}}}},
+		"Subscriptions": map[string]any{"Subscriptions": []any{
+			map[string]any{"Id": "1", "Source": thing("dev"), "Subject": "resumed/in", "Target": fnARN},
+			map[string]any{"Id": "2", "Source": fnARN, "Subject": "resumed/out", "Target": thing("dev")},
+		}},
+	}
+	body, _ := json.Marshal(map[string]any{"deploymentId": id, "group": g})
+	if tok := ops.Publish(clouddeploy.RequestTopic("test-core"), 1, false, body); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+
+	// The power cut, with the download stalled at half.
+	half := int64(len(code) / 2)
+	part := filepath.Join(root.DataDir("deployagent"), "artifacts", "partial", codeSha+".part")
+	bustest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+		if fi, err := os.Stat(part); err != nil || fi.Size() < half {
+			return fmt.Errorf("download not at half (%d bytes) yet: %v", half, err)
+		}
+		if j := strings.Join(seen(0), " "); !strings.Contains(j, "Building/artifacts") {
+			return fmt.Errorf("statuses so far: %s", j)
+		}
+		return nil
+	})
+	s.Kill()
+	cut := len(seen(0))
+
+	s = suitetest.LaunchWith(t, root, suitetest.LaunchOptions{Env: env})
+	if err := s.WaitHealthy(60 * time.Second); err != nil {
+		t.Fatalf("suite not healthy after the power cut: %v", err)
+	}
+	var after []string
+	bustest.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		after = seen(cut)
+		if n := len(after); n == 0 || !strings.HasPrefix(after[n-1], "Success/") && !strings.HasPrefix(after[n-1], "Failure/") {
+			return fmt.Errorf("statuses after the restart: %v", after)
+		}
+		return nil
+	})
+	// The resumed request waits for the restarted broker, so every status
+	// reaches the cloud (the last one may come again at each connection).
+	j := strings.Join(after, " ")
+	if !strings.HasPrefix(j, "InProgress/resumed") || !strings.Contains(j, "Building/artifacts") || !strings.HasSuffix(j, "Success/done") {
+		t.Fatalf("statuses after the restart: %v (before the cut: %v)", after, seen(0)[:cut])
+	}
+	rs := ts.seen()
+	resumed := false
+	for _, r := range rs {
+		if v, ok := strings.CutPrefix(r, "bytes="); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(v, "-"), 10, 64)
+			resumed = resumed || (err == nil && n > 0 && strings.HasSuffix(v, "-"))
+		}
+	}
+	if !resumed || rs[0] != "" {
+		t.Fatalf("Range headers %q: the download after the restart must resume with bytes=N- (N > 0)", rs)
+	}
+	d := waitOutcome(t, root, id)
+	if d.Status != "DEPLOYMENT_STATUS_SUCCESS" {
+		t.Fatalf("deployment recorded %+v", d)
+	}
+	for _, x := range deploymentsOf(t, root) {
+		if x.Status == "DEPLOYMENT_STATUS_IN_PROGRESS" {
+			t.Fatalf("deployment left in progress: %+v", x)
+		}
+	}
+	c, in := pahoDevice(t, s.Endpoints().MQTT, dev, "#")
+	pahoPublish(t, c, "resumed/in", `{"n":1}`)
+	if out := in.wait(t, "resumed/out", 1); !strings.Contains(out[0], `"n": 1`) {
+		t.Fatalf("the function deployed after the power cut: %s", out[0])
+	}
+	t.Logf("statuses after the power cut: %v; Range headers %q", after, rs)
 }

@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"archive/zip"
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/deployagent/artifact"
 	"github.com/evergreen-edge/evergreen/services/internal/suitetest"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment"
 	"github.com/evergreen-edge/evergreen/services/kit/deployment/failpoint"
@@ -25,7 +29,10 @@ import (
 // would succeed and in one a daemon refuses at APPLY (after the commit), the
 // whole suite is SIGKILLed at that exact point and started again. The core
 // must come back healthy on exactly one whole group, the old one or the new
-// one as the table says, with the deployment recorded SUCCESS or FAILURE.
+// one as the table says, with the deployment recorded SUCCESS or FAILURE
+// and none left IN_PROGRESS. Both groups have a model (a file:// archive)
+// at the same DestinationPath: the link there must name the model of the
+// group in force.
 
 const (
 	oldID = "old-1"
@@ -46,6 +53,58 @@ func crashGroup(subjects ...string) []byte {
 	return []byte(`{"Core": {"Cores": [{"Id": "core", "ThingArn": "arn:aws:iot:us-east-1:123456789012:thing/test-core",
 	"CertificateArn": "arn:aws:iot:us-east-1:123456789012:cert/0d45f5fd462b8c70bffb10021ac1bcff3f58f29b1faf7568595095427d42812c"}]},
 	"Subscriptions": {"Subscriptions": [` + strings.Join(subs, ",") + `]}}` + "\n")
+}
+
+// crashModelGroup is crashGroup with a model (S3MachineLearningModelResourceData
+// with a file:// archive) linked at dest.
+func crashModelGroup(dest, archive, sum string, subjects ...string) []byte {
+	g := crashGroup(subjects...)
+	res := fmt.Sprintf(`, "Resources": {"Resources": [{"Id": "model", "Name": "model", "ResourceDataContainer": {"S3MachineLearningModelResourceData": {
+	"DestinationPath": %q, "S3Uri": "s3://models/model.zip", "Evergreen": {"Url": "file://%s", "Sha256": %q}}}}]}}`, dest, archive, sum)
+	return append(bytes.TrimSuffix(bytes.TrimSpace(g), []byte("}")), []byte(res+"\n")...)
+}
+
+// crashModel writes a model archive whose version.txt says version.
+func crashModel(t *testing.T, dir, version string) (string, string) {
+	t.Helper()
+	var b bytes.Buffer
+	w := zip.NewWriter(&b)
+	f, _ := w.Create("version.txt")
+	f.Write([]byte(version))
+	w.Close()
+	p := filepath.Join(dir, version+".zip")
+	if err := os.WriteFile(p, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, sha(b.Bytes())
+}
+
+// seedModel unpacks the seeded group's model where the deployagent keeps
+// model trees (DIR/data/deployagent/models/<sha256>-default) and links it
+// at dest, as the deployment that put the group in force would have.
+func seedModel(t *testing.T, root layout.Root, archive, sum, dest string) {
+	t.Helper()
+	tree := filepath.Join(root.DataDir("deployagent"), "models", sum+"-default")
+	if err := os.MkdirAll(filepath.Dir(tree), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := artifact.Unpack(context.Background(), archive, tree, artifact.UnpackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(dest), 0o755)
+	if err := os.Symlink(tree, dest); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkModel checks that the model at dest is the one of version.
+func checkModel(t *testing.T, dest, version string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dest, "version.txt"))
+	if err != nil || string(b) != version {
+		target, _ := os.Readlink(dest)
+		t.Fatalf("the model at DestinationPath (-> %s) is %q (%v); want the %s group's", target, b, err, version)
+	}
 }
 
 func sha(b []byte) string {
@@ -191,7 +250,9 @@ func TestDeployCrashTable(t *testing.T) {
 		t.Skip("builds ggd with -tags failpoints and kills the suite 20 times")
 	}
 	bin := suitetest.BinaryWithTags(t, "failpoints")
-	oldFile, newFile := crashGroup("old/a"), crashGroup("old/a", "new/b")
+	models := t.TempDir()
+	oldModel, oldModelSum := crashModel(t, models, "old")
+	newModel, newModelSum := crashModel(t, models, "new")
 	start := time.Now()
 	for _, tc := range crashTable() {
 		dir := "succeeding"
@@ -202,7 +263,11 @@ func TestDeployCrashTable(t *testing.T) {
 			t.Parallel()
 			root := suitetest.ShortRoot(t)
 			suitetest.WriteConfig(t, root, nil)
+			dest := filepath.Join(root.Dir(), "ml", "model")
+			oldFile := crashModelGroup(dest, oldModel, oldModelSum, "old/a")
+			newFile := crashModelGroup(dest, newModel, newModelSum, "old/a", "new/b")
 			seedGroup(t, root, oldID, oldFile)
+			seedModel(t, root, oldModel, oldModelSum, dest)
 			gf := filepath.Join(root.Dir(), "new-group.json")
 			if err := os.WriteFile(gf, newFile, 0o600); err != nil {
 				t.Fatal(err)
@@ -246,6 +311,16 @@ func TestDeployCrashTable(t *testing.T) {
 				t.Fatalf("failure reason %q does not name %s", d.Error, refuser)
 			}
 			checkInForce(t, root, wantID, wantSHA)
+			if tc.wantNew {
+				checkModel(t, dest, "new")
+			} else {
+				checkModel(t, dest, "old")
+			}
+			for _, x := range deploymentsOf(t, root) {
+				if x.Status == "DEPLOYMENT_STATUS_IN_PROGRESS" {
+					t.Fatalf("deployment left in progress after recovery: %+v", x)
+				}
+			}
 			if r := ggctl(t, root, "status"); r.code != 0 {
 				t.Fatalf("status after recovery: %d\n%s%s", r.code, r.stdout, r.stderr)
 			}

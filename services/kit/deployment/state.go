@@ -18,7 +18,8 @@ const (
 	StageReceived  = "received"
 	StageValidated = "validated"
 	// StageArtifacts: the group's artifacts are fetched and verified
-	// (deployagent/artifact; a no-op until it is wired in).
+	// (deployagent/artifact: https:// function code into the artifact
+	// cache, model archives unpacked; nothing outside DIR changes).
 	StageArtifacts = "artifacts"
 	// StagePrepared: every daemon checked and staged its slice.
 	StagePrepared = "prepared"
