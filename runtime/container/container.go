@@ -32,6 +32,9 @@ const (
 	DefaultRootDir   = "/run/evergreen/container-root"
 )
 
+// OwnerLabel is the containerd label naming the Runner's Options.Owner.
+const OwnerLabel = "io.evergreen.owner"
+
 // runtimeName is containerd's runc shim; named so that creating a
 // container needs no look-up of the namespace's default runtime.
 const runtimeName = "io.containerd.runc.v2"
@@ -41,8 +44,13 @@ type Options struct {
 	// Address is containerd's socket (DefaultAddress).
 	Address string
 	// Namespace is the containerd namespace of every container
-	// (DefaultNamespace); Cleanup empties it.
+	// (DefaultNamespace).
 	Namespace string
+	// Owner marks every container this Runner creates (label OwnerLabel,
+	// the runtime passes its DIR): Cleanup removes only containers of
+	// this owner, and unmarked ones an older release left, so two cores
+	// sharing one containerd never remove each other's containers.
+	Owner string
 	// RootDir is the container's root directory: mount points and the
 	// host root's top-level symlinks, nothing else (DefaultRootDir).
 	RootDir string
@@ -61,6 +69,7 @@ type Runner struct {
 	client *client.Client
 	addr   string
 	ns     string
+	owner  string
 	root   string
 	log    *slog.Logger
 	cg     cgroupLayout
@@ -108,6 +117,7 @@ func New(ctx context.Context, o Options) (*Runner, error) {
 		client: c,
 		addr:   o.Address,
 		ns:     o.Namespace,
+		owner:  o.Owner,
 		root:   o.RootDir,
 		log:    o.Log.With("component", "container"),
 		cg:     detectCgroups(),
@@ -220,7 +230,8 @@ func (r *Runner) Start(ctx context.Context, s Spec) (_ *Process, err error) {
 	ctx = namespaces.WithNamespace(ctx, r.ns)
 	c, err := r.client.NewContainer(ctx, s.ID,
 		client.WithRuntime(runtimeName, nil),
-		client.WithSpec(spec))
+		client.WithSpec(spec),
+		client.WithContainerLabels(map[string]string{OwnerLabel: r.owner}))
 	if err != nil {
 		return nil, fmt.Errorf("container %s: create: %w", s.ID, err)
 	}
@@ -334,9 +345,10 @@ func (p *Process) remove(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Cleanup kills and deletes every container of the namespace: the ones a
-// previous daemon left. Call it before the first Start. It returns how
-// many containers it removed.
+// Cleanup kills and deletes the containers of the namespace a previous
+// daemon of the same owner left (and unmarked ones); another owner's are
+// left alone. Call it before the first Start. It returns how many
+// containers it removed.
 func (r *Runner) Cleanup(ctx context.Context) (int, error) {
 	ctx = namespaces.WithNamespace(ctx, r.ns)
 	cs, err := r.client.Containers(ctx)
@@ -346,6 +358,14 @@ func (r *Runner) Cleanup(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, c := range cs {
+		labels, err := c.Labels(ctx)
+		if err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("container %s: labels: %w", c.ID(), err))
+			continue
+		}
+		if owner, ok := labels[OwnerLabel]; ok && owner != r.owner {
+			continue // another core's
+		}
 		if t, err := c.Task(ctx, nil); err == nil {
 			if _, err := t.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("container %s: delete task: %w", c.ID(), err))

@@ -23,6 +23,7 @@ import (
 func main() {
 	address := flag.String("address", container.DefaultAddress, "containerd socket")
 	namespace := flag.String("namespace", container.DefaultNamespace, "containerd namespace")
+	owner := flag.String("owner", "", "marks the containers; only this owner's are removed at start (the runtime passes its DIR)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("component", "ggd-containerd")
 	f := os.NewFile(3, "containers")
@@ -34,7 +35,7 @@ func main() {
 	f.Close()
 	conn := fc.(*net.UnixConn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	r, err := container.New(ctx, container.Options{Address: *address, Namespace: *namespace, Log: log})
+	r, err := container.New(ctx, container.Options{Address: *address, Namespace: *namespace, Owner: *owner, Log: log})
 	if err != nil {
 		cancel()
 		remote.Send(conn, &remote.Message{Op: "ready", Err: err.Error()}, -1)
