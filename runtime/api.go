@@ -45,19 +45,24 @@ func (s *Service) lookup(name string) (*function, error) {
 	return nil, errdefs.InvalidArgument("function", "%q names %d functions of the group; give the qualified ARN", name, len(found))
 }
 
-// ListFunctions lists the group's user functions.
+// ListFunctions lists the group's user functions with their counters,
+// and the deployment whose group is in force.
 func (s *Service) ListFunctions(_ context.Context, _ *runtimev1.ListFunctionsRequest, _ ...grpc.CallOption) (*runtimev1.ListFunctionsResponse, error) {
 	counts := map[string]uint32{}
 	for _, w := range s.workers.Workers() {
 		counts[w.FuncArn]++
 	}
+	stats := s.disp.FunctionStats()
 	s.mu.Lock()
-	out := &runtimev1.ListFunctionsResponse{}
+	out := &runtimev1.ListFunctionsResponse{DeploymentId: s.deploymentID}
 	for _, f := range s.functions {
+		st := stats[f.arn]
 		out.Functions = append(out.Functions, &runtimev1.Function{
 			Arn: f.arn, Name: f.name, Runtime: f.runtime, Handler: f.handler, Pinned: f.dispatch.Pinned,
 			IsolationMode: f.isolation, TimeoutSeconds: uint32(f.dispatch.Timeout.Seconds()), EncodingType: f.dispatch.Encoding,
 			CodeDir: f.pkg.Dir, Workers: counts[f.arn],
+			Invocations: st.Invocations, HandledErrors: st.Handled, UnhandledErrors: st.Unhandled, Timeouts: st.Timeouts,
+			OutOfMemoryKills: st.OutOfMemory, WorkerDeaths: st.WorkerDeaths, Rejected: st.Rejected,
 		})
 	}
 	s.mu.Unlock()

@@ -91,6 +91,33 @@ type Stats struct {
 	InvalidPayload uint64
 }
 
+// FunctionStats are one deployed function's counters, kept from the
+// deployment that added its (qualified) ARN until the one that removes it.
+// Only invocations queued for the function's workers count: system
+// functions have none, and a payload refused as not JSON is never queued.
+type FunctionStats struct {
+	// Invocations counts invocations queued for the function (Invoke and
+	// InvokeAll), whatever became of them.
+	Invocations uint64
+	// Handled counts results whose FunctionError is Handled: the function
+	// raised an error (IPC E).
+	Handled uint64
+	// Unhandled counts results whose FunctionError is Unhandled: errors the
+	// core detected (timeouts, worker deaths, out-of-memory kills,
+	// abandoned items, removal by a deployment, shutdown).
+	Unhandled uint64
+	// Timeouts counts items that ran past the function's timeout.
+	Timeouts uint64
+	// WorkerDeaths counts items lost because their worker exited while
+	// holding them (out-of-memory kills included).
+	WorkerDeaths uint64
+	// OutOfMemory counts workers the kernel killed at their memory limit
+	// (OutOfMemory), whether or not they held an item.
+	OutOfMemory uint64
+	// Rejected counts invocations refused because the work queue was full.
+	Rejected uint64
+}
+
 // Dispatcher is the work queue. Its methods are safe for concurrent use.
 // It takes one lock and never calls the Launcher or a SystemFunc while
 // holding it.
@@ -108,6 +135,8 @@ type Dispatcher struct {
 	results  map[string]*item  // RequestResponse items: pending and kept
 	kept     []*item           // completed RequestResponse items, oldest first
 	stats    Stats
+	// counts holds each deployed function's counters, by qualified ARN.
+	counts map[string]*FunctionStats
 }
 
 type fnState struct {
@@ -131,14 +160,17 @@ type handOff struct {
 
 type item struct {
 	id, fn, caller string
-	clientContext  string
-	payload        []byte
-	worker         WorkerID
-	timer          *time.Timer
-	done           chan struct{} // nil for Event invocations
-	completed      bool
-	completedAt    time.Time
-	result         Result
+	// counts are the counters of the user function it was queued for;
+	// nil for system functions and results made at once.
+	counts        *FunctionStats
+	clientContext string
+	payload       []byte
+	worker        WorkerID
+	timer         *time.Timer
+	done          chan struct{} // nil for Event invocations
+	completed     bool
+	completedAt   time.Time
+	result        Result
 }
 
 // New returns a Dispatcher with no functions deployed.
@@ -166,6 +198,7 @@ func New(o Options) *Dispatcher {
 		held:     map[WorkerID]*item{},
 		killed:   map[WorkerID]bool{},
 		results:  map[string]*item{},
+		counts:   map[string]*FunctionStats{},
 	}
 	for k := range o.System {
 		u := Unqualified(k)
@@ -227,6 +260,16 @@ func (d *Dispatcher) SetFunctions(fs []Function) {
 		st.queue, st.waiters = nil, nil
 	}
 	d.fns = next
+	for arn := range d.counts {
+		if next[arn] == nil {
+			delete(d.counts, arn)
+		}
+	}
+	for arn := range next {
+		if d.counts[arn] == nil {
+			d.counts[arn] = &FunctionStats{}
+		}
+	}
 	d.byUnq = map[string][]string{}
 	for arn := range next {
 		u := Unqualified(arn)
@@ -324,10 +367,12 @@ func (d *Dispatcher) Invoke(caller, target, invocationType, clientContext string
 		return id, nil
 	case d.queued >= d.o.MaxWorkItems:
 		d.stats.Rejected++
+		d.counts[arn].Rejected++
 		d.mu.Unlock()
 		return "", fmt.Errorf("%s: %d items queued: %w", target, d.o.MaxWorkItems, ErrQueueFull)
 	}
-	it := &item{id: id, fn: arn, caller: caller, clientContext: clientContext, payload: payload}
+	it := &item{id: id, fn: arn, caller: caller, counts: d.counts[arn], clientContext: clientContext, payload: payload}
+	it.counts.Invocations++
 	if rr {
 		it.done = make(chan struct{})
 		d.results[id] = it
@@ -378,6 +423,7 @@ func (d *Dispatcher) InvokeAll(targets []string, policy, clientContext string, p
 			continue
 		case st != nil && d.queued+queued >= d.o.MaxWorkItems:
 			d.stats.Rejected++
+			d.counts[arn].Rejected++
 			errs = append(errs, fmt.Errorf("%s: %w", t, ErrQueueFull))
 			continue
 		}
@@ -400,7 +446,8 @@ func (d *Dispatcher) InvokeAll(targets []string, policy, clientContext string, p
 		if p.st == nil {
 			continue
 		}
-		it := &item{id: newID(), fn: p.arn, clientContext: clientContext, payload: payload}
+		it := &item{id: newID(), fn: p.arn, counts: d.counts[p.arn], clientContext: clientContext, payload: payload}
+		it.counts.Invocations++
 		if d.enqueueLocked(p.st, it) {
 			demand = append(demand, p.arn)
 		}
@@ -576,6 +623,9 @@ func (d *Dispatcher) expire(it *item, w WorkerID, timeout time.Duration) {
 	delete(d.held, w)
 	d.killed[w] = true
 	d.stats.Timeouts++
+	if it.counts != nil {
+		it.counts.Timeouts++
+	}
 	d.stats.Completed++
 	d.complete(it, coreError(ErrorTypeTimeout, fmt.Sprintf("Task timed out after %.2f seconds", timeout.Seconds())))
 	demand := false
@@ -637,6 +687,9 @@ func (d *Dispatcher) WorkerGone(w WorkerID) {
 		it.timer.Stop()
 		delete(d.held, w)
 		d.stats.WorkerDeaths++
+		if it.counts != nil {
+			it.counts.WorkerDeaths++
+		}
 		d.stats.Completed++
 		d.complete(it, coreError(ErrorTypeWorkerDied, "worker "+string(w)+" exited while handling the invocation"))
 	}
@@ -680,6 +733,14 @@ func (d *Dispatcher) complete(it *item, res Result) {
 	it.completed = true
 	it.result = res
 	it.payload = nil
+	if it.counts != nil {
+		switch res.FunctionError {
+		case Handled:
+			it.counts.Handled++
+		case Unhandled:
+			it.counts.Unhandled++
+		}
+	}
 	if it.done == nil {
 		return
 	}
@@ -721,6 +782,29 @@ func (d *Dispatcher) Stats() Stats {
 		s.Waiting += len(st.waiters)
 	}
 	return s
+}
+
+// OutOfMemory counts a worker of fn that the kernel killed at its memory
+// limit. The Launcher calls it before WorkerGone, which fails the item the
+// worker held (Unhandled, WorkerDied). An fn no longer deployed is ignored.
+func (d *Dispatcher) OutOfMemory(fn string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.counts[fn]; c != nil {
+		c.OutOfMemory++
+	}
+}
+
+// FunctionStats returns the counters of every deployed function, by
+// qualified ARN.
+func (d *Dispatcher) FunctionStats() map[string]FunctionStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]FunctionStats, len(d.counts))
+	for arn, c := range d.counts {
+		out[arn] = *c
+	}
+	return out
 }
 
 // Close fails every queued and held item Unhandled (Shutdown), wakes every

@@ -102,6 +102,7 @@ func (s *Supervisor) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.certMetrics(r.Context(), &b, help)
+	s.runtimeMetrics(r.Context(), &b, help)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	w.Write(b.Bytes())
 }

@@ -70,8 +70,30 @@ type Function struct {
 	TimeoutSeconds uint32 `protobuf:"varint,7,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
 	EncodingType   string `protobuf:"bytes,8,opt,name=encoding_type,json=encodingType,proto3" json:"encoding_type,omitempty"`
 	// Where the code is installed (DIR/functions/<name>/<sha256>).
-	CodeDir       string `protobuf:"bytes,9,opt,name=code_dir,json=codeDir,proto3" json:"code_dir,omitempty"`
-	Workers       uint32 `protobuf:"varint,10,opt,name=workers,proto3" json:"workers,omitempty"`
+	CodeDir string `protobuf:"bytes,9,opt,name=code_dir,json=codeDir,proto3" json:"code_dir,omitempty"`
+	Workers uint32 `protobuf:"varint,10,opt,name=workers,proto3" json:"workers,omitempty"`
+	// Counters since the deployment that added this ARN (a deployment that
+	// keeps the function keeps them; the runtime's restart resets them).
+	// invocations: queued for the function's workers.
+	Invocations uint64 `protobuf:"varint,11,opt,name=invocations,proto3" json:"invocations,omitempty"`
+	// handled_errors: results with FunctionError Handled (the function
+	// raised an error).
+	HandledErrors uint64 `protobuf:"varint,12,opt,name=handled_errors,json=handledErrors,proto3" json:"handled_errors,omitempty"`
+	// unhandled_errors: results with FunctionError Unhandled, errors the core
+	// detected: timeouts, worker deaths (out-of-memory kills included),
+	// abandoned items, removal by a deployment, shutdown.
+	UnhandledErrors uint64 `protobuf:"varint,13,opt,name=unhandled_errors,json=unhandledErrors,proto3" json:"unhandled_errors,omitempty"`
+	// timeouts: items that ran past the function's timeout.
+	Timeouts uint64 `protobuf:"varint,14,opt,name=timeouts,proto3" json:"timeouts,omitempty"`
+	// out_of_memory_kills: workers the kernel killed at their memory limit
+	// (MemorySize), whether or not they held an item.
+	OutOfMemoryKills uint64 `protobuf:"varint,15,opt,name=out_of_memory_kills,json=outOfMemoryKills,proto3" json:"out_of_memory_kills,omitempty"`
+	// worker_deaths: items lost because their worker exited while holding
+	// them.
+	WorkerDeaths uint64 `protobuf:"varint,16,opt,name=worker_deaths,json=workerDeaths,proto3" json:"worker_deaths,omitempty"`
+	// rejected: invocations refused because the work queue was full
+	// (runtime.maxWorkItemCount).
+	Rejected      uint64 `protobuf:"varint,17,opt,name=rejected,proto3" json:"rejected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -176,10 +198,61 @@ func (x *Function) GetWorkers() uint32 {
 	return 0
 }
 
+func (x *Function) GetInvocations() uint64 {
+	if x != nil {
+		return x.Invocations
+	}
+	return 0
+}
+
+func (x *Function) GetHandledErrors() uint64 {
+	if x != nil {
+		return x.HandledErrors
+	}
+	return 0
+}
+
+func (x *Function) GetUnhandledErrors() uint64 {
+	if x != nil {
+		return x.UnhandledErrors
+	}
+	return 0
+}
+
+func (x *Function) GetTimeouts() uint64 {
+	if x != nil {
+		return x.Timeouts
+	}
+	return 0
+}
+
+func (x *Function) GetOutOfMemoryKills() uint64 {
+	if x != nil {
+		return x.OutOfMemoryKills
+	}
+	return 0
+}
+
+func (x *Function) GetWorkerDeaths() uint64 {
+	if x != nil {
+		return x.WorkerDeaths
+	}
+	return 0
+}
+
+func (x *Function) GetRejected() uint64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
 type ListFunctionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Functions     []*Function            `protobuf:"bytes,1,rep,name=functions,proto3" json:"functions,omitempty"`
-	DeploymentId  string                 `protobuf:"bytes,2,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Functions []*Function            `protobuf:"bytes,1,rep,name=functions,proto3" json:"functions,omitempty"`
+	// The deployment whose group is in force; "" when nothing was ever
+	// deployed.
+	DeploymentId  string `protobuf:"bytes,2,opt,name=deployment_id,json=deploymentId,proto3" json:"deployment_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -700,7 +773,7 @@ var File_evergreen_runtime_v1_runtime_proto protoreflect.FileDescriptor
 const file_evergreen_runtime_v1_runtime_proto_rawDesc = "" +
 	"\n" +
 	"\"evergreen/runtime/v1/runtime.proto\x12\x14evergreen.runtime.v1\"\x16\n" +
-	"\x14ListFunctionsRequest\"\xa6\x02\n" +
+	"\x14ListFunctionsRequest\"\xa6\x04\n" +
 	"\bFunction\x12\x10\n" +
 	"\x03arn\x18\x01 \x01(\tR\x03arn\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -712,7 +785,14 @@ const file_evergreen_runtime_v1_runtime_proto_rawDesc = "" +
 	"\rencoding_type\x18\b \x01(\tR\fencodingType\x12\x19\n" +
 	"\bcode_dir\x18\t \x01(\tR\acodeDir\x12\x18\n" +
 	"\aworkers\x18\n" +
-	" \x01(\rR\aworkers\"z\n" +
+	" \x01(\rR\aworkers\x12 \n" +
+	"\vinvocations\x18\v \x01(\x04R\vinvocations\x12%\n" +
+	"\x0ehandled_errors\x18\f \x01(\x04R\rhandledErrors\x12)\n" +
+	"\x10unhandled_errors\x18\r \x01(\x04R\x0funhandledErrors\x12\x1a\n" +
+	"\btimeouts\x18\x0e \x01(\x04R\btimeouts\x12-\n" +
+	"\x13out_of_memory_kills\x18\x0f \x01(\x04R\x10outOfMemoryKills\x12#\n" +
+	"\rworker_deaths\x18\x10 \x01(\x04R\fworkerDeaths\x12\x1a\n" +
+	"\brejected\x18\x11 \x01(\x04R\brejected\"z\n" +
 	"\x15ListFunctionsResponse\x12<\n" +
 	"\tfunctions\x18\x01 \x03(\v2\x1e.evergreen.runtime.v1.FunctionR\tfunctions\x12#\n" +
 	"\rdeployment_id\x18\x02 \x01(\tR\fdeploymentId\"0\n" +
