@@ -8,6 +8,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	runtimev1 "github.com/evergreen-edge/evergreen/proto/evergreen/runtime/v1"
 	secretsv1 "github.com/evergreen-edge/evergreen/proto/evergreen/secrets/v1"
 	shadowv1 "github.com/evergreen-edge/evergreen/proto/evergreen/shadow/v1"
+	"github.com/evergreen-edge/evergreen/runtime/code"
 	"github.com/evergreen-edge/evergreen/runtime/container/remote"
 	"github.com/evergreen-edge/evergreen/runtime/containerapi"
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
@@ -106,6 +108,19 @@ type Service struct {
 	mu        sync.Mutex
 	group     *groupdef.Group
 	functions map[string]*function // by qualified ARN
+	// deploymentID names the deployment whose group is in force ("" when
+	// nothing was deployed or it is unknown).
+	deploymentID string
+
+	// ledger records the code each applied group used (code GC). prepared
+	// is the last PREPARE (its id and canonical group), which tells the
+	// deployment an APPLY puts in force. Both are used only by Start and
+	// the deployment handlers, which never run at the same time.
+	ledger   *code.Ledger
+	prepared struct {
+		id    string
+		group []byte
+	}
 
 	subs          []*nats.Subscription
 	stopFollowing func()
@@ -119,12 +134,9 @@ func New(o Options) *Service { return &Service{opts: o, functions: map[string]*f
 // functions) and follows the bus.
 func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	s.env, s.log = env, env.Log
-	host, _, err := net.SplitHostPort(env.Endpoints.IPC)
+	err := CheckIPCListen(env.Endpoints.IPC)
 	if err != nil {
-		return fmt.Errorf("IPC endpoint %q: %w", env.Endpoints.IPC, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("evergreen.listen.ipc %q: the v1 IPC has no transport security and must listen on loopback only", env.Endpoints.IPC)
+		return err
 	}
 	state := env.Root.DataDir(Name)
 	if err := os.MkdirAll(state, 0o750); err != nil {
@@ -143,6 +155,9 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		AllowRoot:     rt.AllowFunctionsToRunAsRoot == "yes",
 		StateDir:      filepath.Join(state, "workers"),
 		OnExit: func(w dispatch.WorkerID, fn string, err error) {
+			if errors.Is(err, worker.ErrOutOfMemory) {
+				s.disp.OutOfMemory(fn)
+			}
 			s.disp.WorkerGone(w)
 		},
 		Containers: s.containers,
@@ -174,10 +189,15 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	if err != nil {
 		return err
 	}
+	ledgerPath := filepath.Join(state, CodeLedgerFile)
+	if s.ledger, err = code.OpenLedger(ledgerPath); err != nil {
+		s.log.Warn("the record of installed code is unreadable; starting a new one", "err", err)
+	}
 	if err := s.applyGroup(ctx, g, true); err != nil {
 		// It applied when it was deployed; run what can run.
 		s.log.Error("the group in force does not apply cleanly", "deployment", id, "err", err)
 	}
+	s.applied(id)
 
 	runtimev1.RegisterRuntimeServer(env.GRPC, &grpcServer{local: s})
 	ln, err := net.Listen("tcp", env.Endpoints.IPC)
@@ -212,7 +232,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		}
 		s.subs = append(s.subs, sub)
 	}
-	if s.stopFollowing, err = deployment.Serve(env, s.applyGroup, deployment.WithPrepare(s.prepareGroup)); err != nil {
+	if s.stopFollowing, err = deployment.Serve(env, s.applyDeployment, deployment.WithPrepare(s.prepareDeployment)); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -220,6 +240,117 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 	s.mu.Unlock()
 	s.log.Info("runtime ready", "ipc", s.ipcAddr, "functions", n, "deployment", id)
 	return nil
+}
+
+// CheckIPCListen refuses an evergreen.listen.ipc that is not on loopback:
+// the v1 IPC has no transport security, and its tokens would travel the
+// network in clear. localhost, 127.0.0.0/8 and ::1 are loopback.
+func CheckIPCListen(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("evergreen.listen.ipc %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("evergreen.listen.ipc %q: the v1 IPC has no transport security and must listen on loopback only (127.0.0.1, ::1 or localhost)", addr)
+	}
+	return nil
+}
+
+// CodeLedgerFile, in DIR/data/runtime, records the code the last applied
+// groups used (code.Ledger).
+const CodeLedgerFile = "code-ledger.json"
+
+// prepareDeployment is prepareGroup, remembering which deployment it
+// prepared.
+func (s *Service) prepareDeployment(ctx context.Context, g *groupdef.Group, id string) error {
+	s.prepared.id, s.prepared.group = "", nil
+	if err := s.prepareGroup(ctx, g, id); err != nil {
+		return err
+	}
+	s.prepared.id, s.prepared.group = id, canonicalGroup(g)
+	return nil
+}
+
+// applyDeployment is applyGroup followed, when the group is in force, by
+// the bookkeeping of the deployment it belongs to and the removal of code
+// no longer needed.
+func (s *Service) applyDeployment(ctx context.Context, g *groupdef.Group, rollback bool) error {
+	if err := s.applyGroup(ctx, g, rollback); err != nil {
+		return err
+	}
+	s.applied(s.deploymentOf(g, rollback))
+	return nil
+}
+
+// deploymentOf tells which deployment g, just applied, belongs to (the
+// deployment kit does not pass its id to APPLY): the one last prepared
+// when the group is the same (not for a rollback, which returns to an
+// older deployment), else the record in force when its group is g (the
+// deployagent commits before APPLY and restores before ROLLBACK), else
+// unknown ("").
+func (s *Service) deploymentOf(g *groupdef.Group, rollback bool) string {
+	canon := canonicalGroup(g)
+	if !rollback && s.prepared.id != "" && bytes.Equal(s.prepared.group, canon) {
+		return s.prepared.id
+	}
+	r, _, err := deployment.ReadInForce(s.env.Root)
+	if err != nil || r == nil {
+		return ""
+	}
+	rg, err := r.Decode()
+	if err != nil || !bytes.Equal(canonicalGroup(rg), canon) {
+		return ""
+	}
+	return r.DeploymentID
+}
+
+// canonicalGroup is g in groupdef's canonical JSON; nil for a reset.
+func canonicalGroup(g *groupdef.Group) []byte {
+	if g == nil {
+		return nil
+	}
+	b, err := groupdef.Marshal(g)
+	if err != nil {
+		return []byte("unmarshalable")
+	}
+	return b
+}
+
+// applied records that deployment id is in force: the id ListFunctions
+// reports, and the code its functions run from. Then it removes every
+// installed code directory that neither this group, nor the one a
+// rollback would return to (previous.json), nor a live worker uses:
+// older versions and what a refused deployment's PREPARE installed.
+func (s *Service) applied(id string) {
+	use := code.Use{Deployment: id, Dirs: map[string]string{}}
+	s.mu.Lock()
+	s.deploymentID = id
+	for _, f := range s.functions {
+		use.Dirs[f.pkg.Dir] = f.arn
+	}
+	s.mu.Unlock()
+	s.prepared.id, s.prepared.group = "", nil
+	if err := s.ledger.Record(use); err != nil {
+		// Without the record, the code of the group before may not be
+		// known after a restart: remove nothing.
+		s.log.Warn("could not record the code in use; old code is kept", "err", err)
+		return
+	}
+	previous := ""
+	if r, err := deployment.ReadRecord(deployment.Path(s.env.Root, deployment.PreviousFile)); err == nil && r != nil {
+		previous = r.DeploymentID
+	}
+	live := map[string]bool{}
+	for _, w := range s.workers.Workers() {
+		live[w.FuncArn] = true
+	}
+	removed, err := code.Collect(s.env.Root.FunctionsDir(), s.ledger.Keep(previous, live))
+	if err != nil {
+		s.log.Warn("removing unused function code", "err", err)
+	}
+	if len(removed) > 0 {
+		s.log.Info("removed function code no longer used", "dirs", removed, "deployment", id)
+	}
 }
 
 // Stop stops taking work, stops every worker (SIGTERM, then SIGKILL) and
@@ -295,8 +426,8 @@ func (s *Service) openPaths() error {
 
 // containers returns the runner of GreengrassContainer processes: the
 // ggd-containerd helper (next to ggd, or $EVERGREEN_CONTAINERD_HELPER),
-// started on first use; it removes what a previous runtime left in the
-// namespace before it answers.
+// started on first use; it removes what a previous runtime of this DIR
+// left in the namespace before it answers.
 func (s *Service) containers() (containerapi.Runner, error) {
 	s.runnerMu.Lock()
 	defer s.runnerMu.Unlock()
@@ -316,7 +447,7 @@ func (s *Service) containers() (containerapi.Runner, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	r, err := remote.Start(ctx, helper, []string{"--address", addr}, s.log.With("component", "containers"))
+	r, err := remote.Start(ctx, helper, []string{"--address", addr, "--owner", s.env.Root.Dir()}, s.log.With("component", "containers"))
 	if err != nil {
 		return nil, err
 	}

@@ -418,4 +418,14 @@ func TestContainerFunction(t *testing.T) {
 	if b, _ := os.ReadFile(r.root.LogFile(runtime.Name)); !strings.Contains(string(b), "out of memory") {
 		t.Errorf("the runtime's log does not say the worker ran out of memory")
 	}
+	// The OOM kill is counted: once as out of memory, once as the death of
+	// the worker that held the invocation.
+	fl, err := api.ListFunctions(ctx, &runtimev1.ListFunctionsRequest{})
+	if err != nil || len(fl.GetFunctions()) != 1 {
+		t.Fatalf("functions: %v %v", fl, err)
+	}
+	if f := fl.GetFunctions()[0]; f.GetOutOfMemoryKills() != 1 || f.GetWorkerDeaths() != 1 || f.GetUnhandledErrors() < 1 {
+		t.Errorf("counters after one OOM kill: oom=%d deaths=%d unhandled=%d",
+			f.GetOutOfMemoryKills(), f.GetWorkerDeaths(), f.GetUnhandledErrors())
+	}
 }

@@ -28,8 +28,13 @@ func (m *Manager) run(w *worker) {
 	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if w.spec.UID >= 0 || w.spec.GID >= 0 {
 		uid, gid := effectiveIDs(w.spec)
-		// An empty Groups drops the daemon's supplementary groups.
-		attr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		// Only the spec's groups: the daemon's own supplementary groups
+		// are dropped.
+		groups := make([]uint32, 0, len(w.spec.Groups))
+		for _, g := range w.spec.Groups {
+			groups = append(groups, uint32(g))
+		}
+		attr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}
 	}
 	cmd.SysProcAttr = attr
 

@@ -52,6 +52,10 @@ type Spec struct {
 	Env []string
 	// UID and GID are RunAs; -1 = the daemon's own.
 	UID, GID int
+	// Groups are a NoContainer worker's supplementary groups (the owner
+	// groups of the machine-learning models it may read); a container's
+	// are ContainerSpec.Groups. Applied only with a UID or GID.
+	Groups []int
 	// MemoryKB is the memory limit; 0 = none.
 	MemoryKB int
 	// LogFile receives stdout and stderr; "" = discarded.

@@ -20,6 +20,16 @@ import (
 	"github.com/evergreen-edge/evergreen/runtime/dispatch"
 )
 
+// skipOrFail skips the test with msg, or fails it when CI says every
+// test must run (EVERGREEN_REQUIRE_ALL set).
+func skipOrFail(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("EVERGREEN_REQUIRE_ALL") != "" {
+		t.Fatal(msg + " (EVERGREEN_REQUIRE_ALL is set)")
+	}
+	t.Skip(msg)
+}
+
 // checkFor polls fn every `every` until it returns nil or total passes.
 func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
 	t.Helper()
@@ -458,7 +468,7 @@ func TestStopSendsSIGTERMThenSIGKILL(t *testing.T) {
 
 func TestRunAsNonRootUser(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to switch to uid 65534")
+		skipOrFail(t, "needs root to switch to uid 65534")
 	}
 	m, _, _ := newManager(t, Options{})
 	spec := shSpec("A", `echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"; exec sleep 1000`)
@@ -477,9 +487,47 @@ func TestRunAsNonRootUser(t *testing.T) {
 	})
 }
 
+// A NoContainer worker gets exactly the spec's supplementary groups (a
+// model's OwnerSetting group) and reads a file only that group may read.
+func TestRunAsWithSupplementaryGroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root to switch to uid 65534 with other groups")
+	}
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755) // TempDir's parent is 0700
+	os.Chmod(dir, 0o755)
+	secret := filepath.Join(dir, "model.bin")
+	if err := os.WriteFile(secret, []byte("weights"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(secret, 0, 4242); err != nil {
+		t.Fatal(err)
+	}
+	m, _, _ := newManager(t, Options{})
+	spec := shSpec("A", `echo "groups=$(id -G) model=$(cat `+secret+` 2>&1)"; exec sleep 1000`)
+	spec.UID, spec.GID, spec.Groups = 65534, 65534, []int{4242}
+	spec.LogFile = filepath.Join(t.TempDir(), "fn.log")
+	other := shSpec("B", `echo "model=$(cat `+secret+` 2>/dev/null || echo denied)"; exec sleep 1000`)
+	other.UID, other.GID = 65534, 65534
+	other.LogFile = filepath.Join(t.TempDir(), "other.log")
+	if err := m.SetFunctions([]Spec{spec, other}); err != nil {
+		t.Fatal(err)
+	}
+	m.Demand("A")
+	m.Demand("B")
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		a, _ := os.ReadFile(spec.LogFile)
+		b, _ := os.ReadFile(other.LogFile)
+		if !strings.Contains(string(a), "groups=65534 4242 model=weights\n") || !strings.Contains(string(b), "model=denied\n") {
+			return fmt.Errorf("with the group: %q; without: %q", a, b)
+		}
+		return nil
+	})
+}
+
 func TestRunAsRootRefusedWithV1Text(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("the daemon's own identity counts as root only when it is root")
+		skipOrFail(t, "the daemon's own identity counts as root only when it is root")
 	}
 	m, _, _ := newManager(t, Options{})
 	uid0, gid0, own, nobody := shSpec("U", "exec sleep 1000"), shSpec("G", "exec sleep 1000"), shSpec("D", "exec sleep 1000"), shSpec("N", "exec sleep 1000")
@@ -605,7 +653,7 @@ func TestOrphansOfAPreviousDaemonAreReaped(t *testing.T) {
 	stateDir := t.TempDir()
 	boot := bootID()
 	if boot == "" {
-		t.Skip("no boot id")
+		skipOrFail(t, "no boot id in /proc/sys/kernel/random/boot_id")
 	}
 	// A group whose leader still runs.
 	leader := exec.Command("/bin/sh", "-c", "sleep 1000 & exec sleep 1000")
@@ -776,11 +824,7 @@ func TestMemoryLimit(t *testing.T) {
 	m, rec, _ := newManager(t, Options{AllowRoot: true})
 	enforced, detail := m.MemoryLimits()
 	if !enforced {
-		msg := "memory limits not testable here: " + detail
-		if os.Getenv("EVERGREEN_REQUIRE_ALL") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		skipOrFail(t, "memory limits not testable here: "+detail)
 	}
 	t.Log("memory limits via", detail)
 	sleeper := shSpec("S", "exec sleep 1000")

@@ -184,21 +184,34 @@ def log_group_for(function_arn):
     return 'Lambda', '{}/{}/{}'.format(fields.region, fields.account_id, fields.name)
 
 
+# The group's Lambda FileSystem logger levels (EVERGREEN_LAMBDA_LOG_LEVEL).
+FILE_LEVELS = {'DEBUG': logging.DEBUG, 'INFO': logging.INFO, 'WARN': logging.WARNING,
+               'ERROR': logging.ERROR, 'FATAL': logging.CRITICAL}
+
+
 def setup_logging(function_arn):
-    """Root logger -> stdout and the core's log sink, both in the v1 line format."""
+    """Root logger -> stdout and the core's log sink, both in the v1 line format.
+
+    stdout is the function's log file: records below the Lambda FileSystem
+    logger's level (EVERGREEN_LAMBDA_LOG_LEVEL, default INFO) do not go
+    there. The sink gets INFO and above (DEBUG too when the file level is
+    DEBUG); the core filters them for the AWSCloudWatch logger.
+    """
     try:
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
+    file_level = FILE_LEVELS.get((os.environ.get('EVERGREEN_LAMBDA_LOG_LEVEL') or '').upper(), logging.INFO)
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     out = logging.StreamHandler(sys.stdout)
     out.setFormatter(GreengrassFormatter())
+    out.setLevel(file_level)
     root.addHandler(out)
     sink = LocalCloudwatchLogHandler(*log_group_for(function_arn))
     root.addHandler(sink)
-    root.setLevel(logging.INFO)
+    root.setLevel(min(logging.INFO, file_level))
     return sink
 
 

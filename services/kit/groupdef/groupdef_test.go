@@ -86,7 +86,7 @@ var (
 	resources = `{"Resources": [
 		{"Id": "data", "Name": "data", "ResourceDataContainer": {"LocalVolumeResourceData": {"SourcePath": "/srv/data", "DestinationPath": "/data"}}},
 		{"Id": "tty", "Name": "tty", "ResourceDataContainer": {"LocalDeviceResourceData": {"SourcePath": "/dev/ttyUSB0"}}},
-		{"Id": "model", "Name": "model", "ResourceDataContainer": {"S3MachineLearningModelResourceData": {"DestinationPath": "/ml", "S3Uri": "s3://models/m.zip"}}},
+		{"Id": "model", "Name": "model", "ResourceDataContainer": {"S3MachineLearningModelResourceData": {"DestinationPath": "/ml", "S3Uri": "s3://models/m.zip", "Evergreen": {"Url": "file:///srv/models/m.zip", "Sha256": "` + strings.Repeat("a", 64) + `"}}}},
 		{"Id": "secret", "Name": "secret", "ResourceDataContainer": {"SecretsManagerSecretResourceData": {"ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:s-AbCdEf"}}}
 	]}`
 )
@@ -178,14 +178,21 @@ func TestParseRejects(t *testing.T) {
 		},
 		{name: "EncodingType", mutate: func(g any) { set(g, "xml", append(fnConfig, "EncodingType")...) }, paths: []string{"Functions[0].FunctionConfiguration.EncodingType"}, msg: `"xml" is not one of json, binary`},
 		{
-			name:   "MemorySize on a NoContainer function",
-			mutate: func(g any) { set(g, j(`{"IsolationMode": "NoContainer"}`), p("Execution")...) },
-			paths:  []string{"Functions[0].FunctionConfiguration.MemorySize"}, msg: "must be absent (or 0) for a NoContainer function",
+			name: "negative MemorySize on a NoContainer function",
+			mutate: func(g any) {
+				set(g, j(`{"IsolationMode": "NoContainer"}`), p("Execution")...)
+				set(g, -1.0, append(fnConfig, "MemorySize")...)
+			},
+			paths: []string{"Functions[0].FunctionConfiguration.MemorySize"}, msg: "is -1; must be absent, 0 (no limit) or greater than 0 (KB)",
 		},
 		{
-			name:   "MemorySize with a NoContainer group default",
-			mutate: func(g any) { set(g, "NoContainer", "Functions", "DefaultConfig", "Execution", "IsolationMode") },
-			paths:  []string{"Functions[0].FunctionConfiguration.MemorySize"}, msg: "NoContainer",
+			name: "model without an Evergreen source",
+			mutate: func(g any) {
+				set(g, j(resources), "Resources")
+				del(g, "Resources", "Resources", 2, "ResourceDataContainer", "S3MachineLearningModelResourceData", "Evergreen")
+			},
+			paths: []string{"Resources[2].ResourceDataContainer.S3MachineLearningModelResourceData.Evergreen"},
+			msg:   "required: Evergreen cannot download from S3",
 		},
 		{name: "MemorySize zero in a container", mutate: func(g any) { set(g, 0.0, append(fnConfig, "MemorySize")...) }, paths: []string{"Functions[0].FunctionConfiguration.MemorySize"}, msg: "is 0; must be greater than 0 (KB)"},
 		{name: "Timeout zero", mutate: func(g any) { set(g, 0.0, append(fnConfig, "Timeout")...) }, paths: []string{"Functions[0].FunctionConfiguration.Timeout"}, msg: "must be greater than 0"},
@@ -299,7 +306,7 @@ func TestParseRejects(t *testing.T) {
 				setResources(g, `[
 					{"Id": "s1", "Name": "s1", "ResourceDataContainer": {"SecretsManagerSecretResourceData": {"ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:k-AbCdEf"}}},
 					{"Id": "s2", "Name": "s2", "ResourceDataContainer": {"SecretsManagerSecretResourceData": {"ARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:k-AbCdEf", "AdditionalStagingLabelsToDownload": [""]}}},
-					{"Id": "m", "Name": "m", "ResourceDataContainer": {"S3MachineLearningModelResourceData": {"DestinationPath": "/ml", "S3Uri": "https://bucket/m.zip", "OwnerSetting": {"GroupPermission": "all"}}}},
+					{"Id": "m", "Name": "m", "ResourceDataContainer": {"S3MachineLearningModelResourceData": {"DestinationPath": "/ml", "S3Uri": "https://bucket/m.zip", "OwnerSetting": {"GroupPermission": "all"}, "Evergreen": {"Url": "https://models.example.com/m.zip", "Sha256": "`+strings.Repeat("b", 64)+`"}}}},
 					{"Id": "sm", "Name": "sm", "ResourceDataContainer": {"SageMakerMachineLearningModelResourceData": {"DestinationPath": "/sm", "SageMakerJobArn": "arn:aws:sagemaker:us-east-1:123456789012:model/x"}}}
 				]`)
 			},
@@ -374,10 +381,10 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "Evergreen block fields",
 			mutate: func(g any) {
-				set(g, j(`{"Runtime": "python3.9", "Handler": "hello", "CodeUri": "s3://bucket/code.zip", "CodeSha256": "ABC"}`), "Functions", "Functions", 0, "Evergreen")
+				set(g, j(`{"Runtime": "python3.6", "Handler": "hello", "CodeUri": "s3://bucket/code.zip", "CodeSha256": "ABC"}`), "Functions", "Functions", 0, "Evergreen")
 			},
 			paths: []string{"Functions[0].Evergreen.Runtime", "Functions[0].Evergreen.Handler", "Functions[0].Evergreen.CodeUri", "Functions[0].Evergreen.CodeSha256"},
-			msg:   `"python3.9" is not one of python3.8`,
+			msg:   `"python3.6" is not a supported runtime; want python3.7 or later (python3.N), python2.7, nodejs12.x or later (nodejsN.x), nodejs8.10, java8, executable or go`,
 		},
 		{
 			name: "Evergreen handler shape and file URI host",
@@ -873,5 +880,67 @@ func TestDocExampleIsTheExampleFile(t *testing.T) {
 	example := strings.TrimRight(string(readFile(t, examplePath)), "\n")
 	if !strings.Contains(doc, "```json\n"+example+"\n```") {
 		t.Fatal("docs/group-definition.md does not contain examples/hello-world/group.json verbatim in a json block")
+	}
+}
+
+// python3.N (N >= 7) and nodejsN.x (N >= 12) are accepted besides v1's
+// fixed names; older and malformed ones are refused naming the field.
+func TestRuntimes(t *testing.T) {
+	base := readFile(t, examplePath)
+	for _, tc := range []struct {
+		runtime string
+		ok      bool
+	}{
+		{"python3.7", true}, {"python3.8", true}, {"python3.12", true}, {"python3.13", true},
+		{"python2.7", true}, {"nodejs8.10", true}, {"nodejs12.x", true}, {"nodejs20.x", true},
+		{"java8", true}, {"executable", true}, {"go", true},
+		{"python3.6", false}, {"python3", false}, {"python4", false}, {"python4.0", false}, {"python3.07", false},
+		{"python3.x", false}, {"nodejs10.x", false}, {"nodejs6.10", false}, {"nodejs20", false}, {"nodejs.x", false},
+		{"nodejs020.x", false}, {"java11", false},
+	} {
+		var g any
+		if err := json.Unmarshal(base, &g); err != nil {
+			t.Fatal(err)
+		}
+		set(g, tc.runtime, "Functions", "Functions", 0, "Evergreen", "Runtime")
+		if !strings.HasPrefix(tc.runtime, "python") {
+			set(g, "index.handler", "Functions", "Functions", 0, "Evergreen", "Handler")
+		}
+		data, _ := json.Marshal(g)
+		_, err := Parse(data)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s refused: %v", tc.runtime, err)
+		case !tc.ok && (err == nil || !slices.Equal(Paths(err), []string{"Functions[0].Evergreen.Runtime"}) || !strings.Contains(err.Error(), `"`+tc.runtime+`" is not a supported runtime`)):
+			t.Errorf("%s: %v, want it refused at Functions[0].Evergreen.Runtime", tc.runtime, err)
+		}
+		if got := RuntimeSupported(tc.runtime); got != tc.ok {
+			t.Errorf("RuntimeSupported(%q) = %v", tc.runtime, got)
+		}
+	}
+}
+
+// MemorySize on a NoContainer function is an Evergreen extension (a cgroup
+// memory limit): accepted, from the function or the group default.
+func TestNoContainerMemorySize(t *testing.T) {
+	base := readFile(t, examplePath)
+	for name, mutate := range map[string]func(g any){
+		"own mode":      func(g any) { set(g, j(`{"IsolationMode": "NoContainer"}`), p("Execution")...) },
+		"group default": func(g any) { set(g, "NoContainer", "Functions", "DefaultConfig", "Execution", "IsolationMode") },
+	} {
+		var g any
+		if err := json.Unmarshal(base, &g); err != nil {
+			t.Fatal(err)
+		}
+		mutate(g)
+		data, _ := json.Marshal(g)
+		pg, err := Parse(data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		f := &pg.Functions.Functions[0]
+		if pg.IsolationMode(f) != NoContainer || f.FunctionConfiguration.MemorySize == nil || *f.FunctionConfiguration.MemorySize != 16384 {
+			t.Errorf("%s: mode %s, MemorySize %v", name, pg.IsolationMode(f), f.FunctionConfiguration.MemorySize)
+		}
 	}
 }

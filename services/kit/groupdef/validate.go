@@ -40,8 +40,51 @@ const (
 	NoContainer         = "NoContainer"
 )
 
-// Runtimes accepted in a function's Evergreen block.
+// Runtimes are the fixed runtime names accepted in a function's Evergreen
+// block; RuntimeSupported also accepts python3.N (N >= 7) and nodejsN.x
+// (N >= 12).
 var Runtimes = []string{"python3.8", "python3.7", "python2.7", "nodejs12.x", "nodejs8.10", "java8", "executable", "go"}
+
+// runtimesText lists what RuntimeSupported accepts, for error messages.
+const runtimesText = "python3.7 or later (python3.N), python2.7, nodejs12.x or later (nodejsN.x), nodejs8.10, java8, executable or go"
+
+// RuntimeSupported reports whether name is a runtime a function may give:
+// one of Runtimes, python3.N with N >= 7, or nodejsN.x with N >= 12
+// (v1's python3.7, python3.8 and nodejs12.x, and their successors, which
+// map to the host's python3 and node).
+func RuntimeSupported(name string) bool {
+	if slices.Contains(Runtimes, name) {
+		return true
+	}
+	if n, ok := strings.CutPrefix(name, "python3."); ok {
+		v, ok := decimal(n)
+		return ok && v >= 7
+	}
+	if rest, ok := strings.CutPrefix(name, "nodejs"); ok {
+		n, ok := strings.CutSuffix(rest, ".x")
+		if !ok {
+			return false
+		}
+		v, ok := decimal(n)
+		return ok && v >= 12
+	}
+	return false
+}
+
+// decimal parses 1 to 3 digits without a leading zero.
+func decimal(s string) (int, bool) {
+	if s == "" || len(s) > 3 || (s[0] == '0' && len(s) > 1) {
+		return 0, false
+	}
+	v := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		v = v*10 + int(s[i]-'0')
+	}
+	return v, true
+}
 
 var (
 	isolationModes  = []string{GreengrassContainer, NoContainer}
@@ -296,6 +339,10 @@ func (v *validator) resources(g *Group) map[string]resourceRef {
 			}
 			v.ownerSetting(kp+".OwnerSetting", d.OwnerSetting)
 			ref.owner = d.OwnerSetting != nil
+			if d.Evergreen == nil {
+				v.add(kp+".Evergreen", "required: Evergreen cannot download from S3 (a core has no AWS credentials for S3Uri); "+
+					`add {"Url": "https://... or file:///...", "Sha256": "<SHA-256 of the archive>"} saying where this core fetches the .tar.gz or .zip model`)
+			}
 			if e := d.Evergreen; e != nil {
 				if v.required(kp+".Evergreen.Url", e.Url) {
 					if err := checkArtifactURL(e.Url); err != nil {
@@ -486,7 +533,12 @@ func (v *validator) extension(p string, e *FunctionExtension, system bool) {
 		v.add(p, "required for user functions: Runtime, Handler and CodeUri say how to run the function's code")
 		return
 	}
-	v.enum(p+".Runtime", e.Runtime, true, Runtimes)
+	switch {
+	case e.Runtime == "":
+		v.add(p+".Runtime", "required; one of %s", runtimesText)
+	case !RuntimeSupported(e.Runtime):
+		v.add(p+".Runtime", "%q is not a supported runtime; want %s", e.Runtime, runtimesText)
+	}
 	if v.required(p+".Handler", e.Handler) {
 		switch {
 		case strings.ContainsFunc(e.Handler, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
@@ -586,8 +638,10 @@ func (v *validator) configuration(p string, c *FunctionConfiguration, mode strin
 	v.enum(p+".EncodingType", c.EncodingType, false, encodingTypes)
 	if m := c.MemorySize; m != nil {
 		switch {
-		case mode == NoContainer && *m != 0:
-			v.add(p+".MemorySize", "must be absent (or 0) for a NoContainer function: there is no container to limit")
+		case mode == NoContainer && *m < 0:
+			// An Evergreen extension: v1 wants MemorySize cleared for
+			// NoContainer; here a positive one is a cgroup memory limit.
+			v.add(p+".MemorySize", "is %d; must be absent, 0 (no limit) or greater than 0 (KB)", *m)
 		case mode != NoContainer && *m <= 0:
 			v.add(p+".MemorySize", "is %d; must be greater than 0 (KB)", *m)
 		}

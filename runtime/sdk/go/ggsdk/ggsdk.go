@@ -2,9 +2,17 @@
 // (group Runtime "go" or "executable") becomes a Greengrass v1 function by
 // calling Start with its handler. It speaks the v1 Core SDK IPC the
 // Python and Node.js runtimes speak (spec section 1): work items, results,
-// publish through GGRouter, invoke, shadow and secrets calls. The stream
-// manager has its own client, package
+// publish through GGRouter, invoke, shadow calls and GetSecretValue
+// (GGSecretManager). The stream manager has its own client, package
 // github.com/evergreen-edge/evergreen/streammgr/client.
+//
+// Errors the handler cannot see (a work item that cannot be fetched, a
+// result the core refuses, for example one posted after the invocation
+// timed out) are written to standard error, which is the function's log
+// (DIR/logs/user/<function>.log, `ggctl fn logs`), and the function keeps
+// serving. Reporting initialization is the exception: when the core
+// refuses it, or cannot be reached for 10 s, Start returns the error and
+// main should exit non-zero, so that the core sees the worker fail.
 package ggsdk
 
 import (
@@ -18,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -46,6 +55,7 @@ type Client struct {
 	token string
 	arn   string
 	http  *http.Client
+	logw  io.Writer // where Serve reports errors: os.Stderr
 }
 
 // FromEnv builds a client from the environment the core gives every
@@ -56,7 +66,7 @@ func FromEnv() (*Client, error) {
 	if port == "" {
 		port = "8000"
 	}
-	c := &Client{base: "http://localhost:" + port + "/2016-11-01", token: os.Getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"), arn: os.Getenv("MY_FUNCTION_ARN"), http: &http.Client{}}
+	c := &Client{base: "http://localhost:" + port + "/2016-11-01", token: os.Getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"), arn: os.Getenv("MY_FUNCTION_ARN"), http: &http.Client{}, logw: os.Stderr}
 	if c.token == "" || c.arn == "" {
 		return nil, errors.New("ggsdk: AWS_CONTAINER_AUTHORIZATION_TOKEN or MY_FUNCTION_ARN is not set: not started by a Greengrass core")
 	}
@@ -88,12 +98,32 @@ func (c *Client) do(ctx context.Context, method, path string, hdr map[string]str
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
-		err = fmt.Errorf("ggsdk: %s %s: %s: %s: %w", method, path, resp.Status, bytes.TrimSpace(b), ErrRequestAgain)
-	} else if err == nil && resp.StatusCode >= 300 {
-		err = fmt.Errorf("ggsdk: %s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
+	if err == nil && resp.StatusCode >= 300 {
+		err = &statusError{method: method, path: path, status: resp.Status, code: resp.StatusCode, body: bytes.TrimSpace(b)}
 	}
 	return resp, b, err
+}
+
+// statusError is a refusal of the core's IPC (HTTP status 300 and up).
+type statusError struct {
+	method, path, status string
+	code                 int
+	body                 []byte
+}
+
+func (e *statusError) Error() string {
+	s := fmt.Sprintf("ggsdk: %s %s: %s: %s", e.method, e.path, e.status, e.body)
+	if e.code == http.StatusTooManyRequests {
+		s += ": " + ErrRequestAgain.Error()
+	}
+	return s
+}
+
+func (e *statusError) Unwrap() error {
+	if e.code == http.StatusTooManyRequests {
+		return ErrRequestAgain
+	}
+	return nil
 }
 
 func encodeCustom(custom map[string]any) string {
@@ -178,8 +208,91 @@ func (c *Client) Shadow(ctx context.Context, thing, op string, doc []byte) ([]by
 	return b, nil
 }
 
-// Start serves work items with h until SIGTERM (then it returns nil, so
-// main can exit 0 as the core expects).
+// SecretsARN is the secrets manager's system function (spec 1.8).
+const SecretsARN = "arn:aws:lambda:::function:GGSecretManager:1"
+
+// SecretValue is a secret as GGSecretManager returns it (the shape of
+// AWS Secrets Manager's GetSecretValue).
+type SecretValue struct {
+	ARN       string
+	Name      string
+	VersionID string
+	// SecretString is the secret's text, "" when it has none; SecretBinary
+	// its bytes (base64 on the wire), nil when it has none.
+	SecretString  string
+	SecretBinary  []byte
+	VersionStages []string
+	CreatedDate   time.Time
+}
+
+// SecretError is GGSecretManager's error document, {"Status","Message"}:
+// Status is HTTP-like (404 not found, 403 not authorized, 400 invalid
+// request, 500 internal).
+type SecretError struct {
+	Status  int
+	Message string
+}
+
+func (e *SecretError) Error() string {
+	return fmt.Sprintf("secrets manager: %d %s", e.Status, e.Message)
+}
+
+// GetSecretValue reads a secret of the group's secret resources that this
+// function may read. secretID is the secret's name or ARN; versionStage
+// "" means AWSCURRENT. The core's refusal is a *SecretError (errors.As).
+func (c *Client) GetSecretValue(ctx context.Context, secretID, versionStage string) (*SecretValue, error) {
+	if secretID == "" {
+		return nil, errors.New("ggsdk: GetSecretValue: SecretId is empty")
+	}
+	req := map[string]string{"SecretId": secretID}
+	if versionStage != "" {
+		req["VersionStage"] = versionStage
+	}
+	body, _ := json.Marshal(req)
+	b, err := c.Invoke(ctx, SecretsARN, nil, body, true)
+	if err != nil {
+		return nil, err
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return nil, fmt.Errorf("ggsdk: GetSecretValue: the answer is not a JSON object: %w", err)
+	}
+	_, hasStatus := keys["Status"]
+	_, hasMessage := keys["Message"]
+	if hasStatus && hasMessage {
+		var se SecretError
+		if err := json.Unmarshal(b, &se); err != nil {
+			return nil, fmt.Errorf("ggsdk: GetSecretValue: bad error document %s: %w", b, err)
+		}
+		return nil, &se
+	}
+	var v struct {
+		ARN           string
+		Name          string
+		VersionId     string
+		SecretString  *string
+		SecretBinary  []byte
+		VersionStages []string
+		CreatedDate   *float64
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("ggsdk: GetSecretValue: bad answer: %w", err)
+	}
+	if v.ARN == "" || v.Name == "" || v.CreatedDate == nil {
+		return nil, fmt.Errorf("ggsdk: GetSecretValue: the answer lacks ARN, Name or CreatedDate: %.200s", b)
+	}
+	out := &SecretValue{ARN: v.ARN, Name: v.Name, VersionID: v.VersionId, SecretBinary: v.SecretBinary,
+		VersionStages: v.VersionStages, CreatedDate: time.UnixMilli(int64(*v.CreatedDate))}
+	if v.SecretString != nil {
+		out.SecretString = *v.SecretString
+	}
+	return out, nil
+}
+
+// Start serves work items with h until SIGTERM or SIGINT (then it
+// returns nil, so main can exit 0 as the core expects). It returns an
+// error when the environment is not a core's (FromEnv) or when reporting
+// initialization fails (see Serve): main should print it and exit 1.
 func Start(h Handler) error {
 	c, err := FromEnv()
 	if err != nil {
@@ -187,7 +300,28 @@ func Start(h Handler) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	c.do(ctx, http.MethodPut, "/functions/"+c.arn+"/initialized", nil, []byte(`{"Success": true, "Response": ""}`))
+	return c.Serve(ctx, h)
+}
+
+// initTimeout bounds the retries of the initialization report while the
+// core cannot be reached.
+var initTimeout = 10 * time.Second
+
+// Serve reports this function initialized, then fetches work items, runs
+// h on each and posts its result, until ctx ends (then it returns nil).
+// Reporting initialization is retried while the core cannot be reached or
+// answers 5xx or 429, for up to 10 s; a refusal (another 4xx: the token is
+// not this core's, or not this function's) or the end of those 10 s is
+// returned as an error, because such a worker can never get work. Later
+// errors (fetching work, posting a result) are written to standard error,
+// the function's log, and Serve goes on.
+func (c *Client) Serve(ctx context.Context, h Handler) error {
+	if err := c.reportInitialized(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("ggsdk: reporting initialization to the core: %w", err)
+	}
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
 		resp, body, err := c.do(ctx, http.MethodGet, "/functions/"+c.arn+"/work", nil, nil)
@@ -195,7 +329,8 @@ func Start(h Handler) error {
 			if ctx.Err() != nil {
 				break
 			}
-			time.Sleep(backoff)
+			c.logf("fetching work (retrying in %v): %v", backoff, err)
+			sleep(ctx, backoff)
 			backoff = min(backoff*2, 3*time.Second)
 			continue
 		}
@@ -217,9 +352,50 @@ func Start(h Handler) error {
 			hdr["X-Amz-Function-Error"] = "Handled"
 			out, _ = json.Marshal(map[string]string{"errorMessage": herr.Error(), "errorType": fmt.Sprintf("%T", herr)})
 		}
-		c.do(context.Background(), http.MethodPost, "/functions/"+c.arn+"/work", hdr, out)
+		// Posted even when ctx has ended (SIGTERM): the item was handled.
+		if _, _, err := c.do(context.WithoutCancel(ctx), http.MethodPost, "/functions/"+c.arn+"/work", hdr, out); err != nil {
+			c.logf("posting the result of invocation %s: %v", id, err)
+		}
 	}
 	return nil
+}
+
+func (c *Client) reportInitialized(ctx context.Context) error {
+	deadline := time.Now().Add(initTimeout)
+	backoff := 50 * time.Millisecond
+	for {
+		_, _, err := c.do(ctx, http.MethodPut, "/functions/"+c.arn+"/initialized", nil, []byte(`{"Success": true, "Response": ""}`))
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var se *statusError
+		if errors.As(err, &se) && se.code < 500 && se.code != http.StatusTooManyRequests {
+			return err
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		c.logf("reporting initialization (retrying in %v): %v", backoff, err)
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+func (c *Client) logf(format string, args ...any) {
+	if c.logw == nil {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	fmt.Fprintln(c.logw, "ggsdk: "+strings.ReplaceAll(msg, "\n", " "))
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // Default is a client built from the environment, for handlers that

@@ -171,4 +171,36 @@ describe('logging.LocalWatchLogger', () => {
             await fake.close();
         }
     });
+
+    it('writes to the file from the group logger level in EVERGREEN_LAMBDA_LOG_LEVEL', async () => {
+        const fake = await new FakeIPC(TOKEN).listen();
+        const saved = { ...process.env };
+        process.env.GG_DAEMON_PORT = String(fake.port);
+        process.env.AWS_CONTAINER_AUTHORIZATION_TOKEN = TOKEN;
+        try {
+            const write = (lines) => new Writable({ write(chunk, enc, cb) { lines.push(chunk.toString()); cb(); } });
+            process.env.EVERGREEN_LAMBDA_LOG_LEVEL = 'WARN';
+            const warnLines = [];
+            const warn = new common.logging.LocalWatchLogger('/Lambda/us-east-1/123456789012/TestFn', { stream: write(warnLines) });
+            warn.info('info under WARN');
+            warn.error('an error');
+            assert.equal(warnLines.length, 1);
+            assert.match(warnLines[0], /^\[ERROR\]-common\.test\.js:\d+,an error\n$/);
+            await new Promise((resolve) => warn.flush(2000, resolve));
+            // The sink still gets INFO: the core filters it for CloudWatch.
+            await fake.waitUntil(() => fake.logEvents().length >= 2);
+            assert.deepEqual(fake.logEvents().map((e) => e.message.replace(/-common\.test\.js:\d+/, '')),
+                ['[INFO],info under WARN', '[ERROR],an error']);
+
+            process.env.EVERGREEN_LAMBDA_LOG_LEVEL = 'debug';
+            const debugLines = [];
+            const debug = new common.logging.LocalWatchLogger(undefined, { stream: write(debugLines) });
+            debug.debug('details');
+            assert.equal(debugLines.length, 1);
+            assert.match(debugLines[0], /^\[DEBUG\]/);
+        } finally {
+            process.env = saved;
+            await fake.close();
+        }
+    });
 });
