@@ -17,6 +17,7 @@ import (
 // them all: with AllOrException the SDK raises and nobody gets it; with
 // BestEffort it returns and the device and one function get it.
 func TestQueueFullPolicies(t *testing.T) {
+	needPython(t)
 	root := suitetest.ShortRoot(t)
 	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
 		cfg["runtime"] = map[string]any{"maxWorkItemCount": 3}

@@ -20,6 +20,8 @@ import (
 // device also triggers the Node.js one. A function whose import fails
 // shows FailedInitialization.
 func TestFunctionsThroughRouting(t *testing.T) {
+	needPython(t)
+	needNode(t)
 	root := suitetest.ShortRoot(t)
 	suitetest.WriteConfig(t, root, nil)
 	s := suitetest.Start(t, root)
@@ -82,5 +84,15 @@ func TestFunctionsThroughRouting(t *testing.T) {
 	})
 	if r := ggctl(t, root, "fn", "logs", "broken", "-n", "50"); !strings.Contains(r.stdout, `Failed to import handler function "main.handler"`) {
 		t.Fatalf("broken's log: %s%s", r.stdout, r.stderr)
+	}
+
+	// The supervisor's /metrics carries the runtime's counters per function.
+	code, metrics := s.HTTPGet("/metrics")
+	for _, want := range []string{`evergreen_function_invocations_total{function="py"} 1`,
+		`evergreen_function_invocations_total{function="node"} 2`, `evergreen_function_workers{function="node"} 1`,
+		`evergreen_function_unhandled_errors_total{function="py"} 0`, "# TYPE evergreen_function_out_of_memory_kills_total counter"} {
+		if code != 200 || !strings.Contains(metrics, want) {
+			t.Errorf("/metrics (%d) lacks %s:\n%s", code, want, metrics)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,13 +14,17 @@ import (
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 )
 
-// The README's quick start with real processes: make run's suite, the
-// hello-world example deployed (a pinned Python function written against
-// the v1 SDK, in a GreengrassContainer through containerd, as nobody),
-// device sensor-1 pings it over MQTT and gets the pong, and its shadow
-// answers through the example's routes.
+// The README's quick start with real processes: make run's suite, device
+// sensor-1 created and named in the hello-world example's group (v1's
+// classic hello world: a pinned Python function written against the v1
+// SDK, in a GreengrassContainer through containerd, as nobody), deployed;
+// the README's mosquitto_sub as sensor-1 gets v1's greeting on hello/world;
+// a ping brings one more at once, and sensor-1's shadow answers through the
+// example's routes.
 func TestHelloWorldExample(t *testing.T) {
 	needContainerd(t)
+	needMosquitto(t)
+	needPython(t)
 	root := suitetest.ShortRoot(t)
 	suitetest.WriteConfig(t, root, func(cfg map[string]any) {
 		cfg["coreThing"] = map[string]any{"thingArn": "arn:aws:iot:us-east-1:123456789012:thing/evergreen-core"}
@@ -45,21 +48,47 @@ func TestHelloWorldExample(t *testing.T) {
 		return nil
 	})
 
+	// The container shares the host's kernel: platform.release() is ours.
+	release, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Hello world! Sent from Greengrass Core running on platform: Linux-" + strings.TrimSpace(string(release))
+	// The README's command: mosquitto_sub as sensor-1 on hello/world. The
+	// greeting comes every 5 s, so one arrives within two periods.
+	sub := subscribe(t, s.Endpoints().MQTT, sensor, "hello/world")
+	var greetings []string
+	bustest.CheckFor(t, 2*waitLimit, 50*time.Millisecond, func() error {
+		greetings = greetings[:0]
+		for _, l := range sub.snapshot() {
+			if p, ok := strings.CutPrefix(l, "hello/world "); ok {
+				greetings = append(greetings, p)
+			}
+		}
+		if len(greetings) == 0 {
+			return fmt.Errorf("no greeting on hello/world yet; mosquitto_sub printed %q", sub.snapshot())
+		}
+		return nil
+	})
+	if greetings[0] != want {
+		t.Fatalf("greeting %q, want %q", greetings[0], want)
+	}
+	sub.cmd.Process.Kill()
+	sub.cmd.Wait()
+
+	// The ping route reaches the handler, which greets at once (the
+	// periodic greeting may come first; either is v1's text).
 	c, in := pahoDevice(t, s.Endpoints().MQTT, sensor, "#")
 	pahoPublish(t, c, "hello/sensor-1/ping", `{"n":1}`)
-	pong := in.wait(t, "hello/sensor-1/pong", 1)
-	var got struct {
-		Pong map[string]any `json:"pong"`
-	}
-	if err := json.Unmarshal([]byte(pong[0]), &got); err != nil || fmt.Sprint(got.Pong["n"]) != "1" {
-		t.Fatalf("pong = %s (%v)", pong[0], err)
+	if got := in.wait(t, "hello/world", 1); got[0] != want {
+		t.Fatalf("greeting after ping %q, want %q", got[0], want)
 	}
 	pahoPublish(t, c, "$aws/things/sensor-1/shadow/update", `{"state":{"reported":{"online":true}}}`)
 	acc := in.wait(t, "$aws/things/sensor-1/shadow/update/accepted", 1)
 	if jsonAt(t, acc[0], "state", "reported", "online") != true {
 		t.Fatalf("shadow accepted = %s", acc[0])
 	}
-	// The function runs as nobody in its container and logs to its file.
+	// The function runs as nobody in its container.
 	r := ggctl(t, root, "fn", "list")
 	if r.code != 0 || !strings.Contains(r.stdout, "GreengrassContainer") {
 		t.Fatalf("fn list: %d %s%s", r.code, r.stdout, r.stderr)

@@ -17,6 +17,7 @@ import (
 // SDK's secretsmanager client; another function is refused; and no file
 // under DIR holds the value in clear.
 func TestSecretsThroughPythonSDK(t *testing.T) {
+	needPython(t)
 	root := suitetest.ShortRoot(t)
 	suitetest.WriteConfig(t, root, nil)
 	s := suitetest.Start(t, root)

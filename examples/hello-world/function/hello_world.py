@@ -1,40 +1,49 @@
-"""Hello world for Evergreen, written against the Greengrass v1 Core SDK.
+"""The classic Greengrass v1 hello world, written against the v1 Core SDK.
 
-Pinned (long-lived): at start it publishes a greeting to hello/world every
-five seconds, which the group routes to the cloud. When sensor-1 publishes to
-hello/sensor-1/ping, the handler answers on hello/sensor-1/pong.
+Pinned (long-lived): as soon as the core starts it, the module publishes
+"Hello world! Sent from Greengrass Core running on platform: <system>-<release>"
+to hello/world, and again every five seconds. The group routes hello/world to
+the cloud and to the device sensor-1.
+
+The handler (invoked when sensor-1 publishes on hello/sensor-1/ping) sends one
+greeting at once, so a device need not wait for the next tick.
 """
 
-import json
+import logging
 import os
 import platform
-import threading
+import sys
+from threading import Timer
 
 import greengrasssdk
+
+logging.basicConfig(stream=sys.stdout, level=logging.INFO)
+logger = logging.getLogger(__name__)
 
 client = greengrasssdk.client("iot-data")
 TOPIC = os.environ.get("HELLO_TOPIC", "hello/world")
 INTERVAL_SECONDS = 5
+GREETING = "Hello world! Sent from Greengrass Core running on platform: {}-{}".format(
+    platform.system(), platform.release()
+)
 
 
-def publish_greeting():
-    client.publish(
-        topic=TOPIC,
-        payload=json.dumps({"message": "Hello world from Evergreen on " + platform.platform()}),
-    )
-    timer = threading.Timer(INTERVAL_SECONDS, publish_greeting)
+def greet():
+    try:
+        client.publish(topic=TOPIC, queueFullPolicy="AllOrException", payload=GREETING)
+    except Exception as e:
+        logger.error("Failed to publish message: %r", e)
+
+
+def greet_every_interval():
+    greet()
+    timer = Timer(INTERVAL_SECONDS, greet_every_interval)
     timer.daemon = True
     timer.start()
 
 
-publish_greeting()
+greet_every_interval()
 
 
 def function_handler(event, context):
-    subject = context.client_context.custom.get("subject", "")
-    parts = subject.split("/")
-    if len(parts) == 3 and parts[0] == "hello" and parts[2] == "ping":
-        client.publish(
-            topic="hello/{}/pong".format(parts[1]),
-            payload=json.dumps({"pong": event}),
-        )
+    greet()

@@ -1,0 +1,6 @@
+# Returns the environment its worker process was started with.
+import os
+
+
+def handler(event, context):
+    return dict(os.environ)
