@@ -1,20 +1,31 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
+	"github.com/evergreen-edge/evergreen/services/kit/deployment"
+	"github.com/evergreen-edge/evergreen/services/kit/layout"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // deployBench times deployments of a group at v1's limits (200 functions,
 // 10,000 subscriptions, 2,500 devices) through `ggctl deploy`, reads the
-// deployagent's peak PSS meanwhile, and times the way back to a healthy
-// core after the whole suite is SIGKILLed in the middle of one.
+// deployagent's peak PSS meanwhile, and times the way back after a power
+// cut (the whole suite SIGKILLed) in the middle of one: until every daemon
+// is healthy, and until the interrupted deployment is settled.
 func deployBench(ggd string, runs int) {
 	ggctl := filepath.Join(filepath.Dir(ggd), "ggctl")
 	dir, err := os.MkdirTemp("", "ggb-group-")
@@ -47,35 +58,244 @@ func deployBench(ggd string, runs int) {
 	fmt.Printf("  %-30s %8.1f MB   (PSS, sampled every 5 ms)\n", "deployagent peak", mb(peak))
 	stop()
 
-	// A power cut in the middle of a deployment: SIGKILL every process
-	// of the suite, start again, time until healthy.
-	var back []time.Duration
-	for i := 0; i < max(runs/2, 1); i++ {
-		_, _ = startSuite(ggd, root) // stopped by the SIGKILL below
-		cmd := exec.Command(ggctl, "--root", root, "deploy", groups[i%2])
-		must(cmd.Start())
-		time.Sleep(150 * time.Millisecond) // into the deployment
-		killSuite(root)
-		cmd.Wait()
-		d, stop := startSuite(ggd, root)
-		back = append(back, d)
+	// A power cut in the middle of a deployment: every process of the
+	// suite SIGKILLed while the deployment is fetching its artifacts or
+	// its daemons are preparing (alternately), seen through the
+	// deployagent's event stream, then ggd started again: the time until
+	// every daemon is healthy, and until the interrupted deployment is
+	// recorded as settled with one group in force on every daemon.
+	fmt.Printf("  power cut: the whole suite SIGKILLed during a deployment's artifacts or prepare stage, then restarted\n")
+	var healthy, settled []time.Duration
+	inForce := (runs - 1) % 2 // the group the timed runs left in force
+	for i := 0; i < max(runs/2, 2); i++ {
+		target := []string{"artifacts", "prepare"}[i%2]
+		_, stop := startSuite(ggd, root)
+		next := 1 - inForce
+		id, stage := cutDuring(root, groups[next], target)
+		stop() // reaps ggd, already dead
+		start := time.Now()
+		h, stop := startSuite(ggd, root)
+		status, why := waitSettled(root, id)
+		s := time.Since(start)
 		stop()
+		if status == "SUCCESS" {
+			inForce = next
+		}
+		healthy, settled = append(healthy, h), append(settled, s)
+		fmt.Printf("    run %d: cut in the %-9s stage  healthy %8s  settled %8s  (%s: %s)\n", i+1, stage, h.Round(time.Millisecond), s.Round(time.Millisecond), status, why)
 	}
-	fmt.Printf("  %-30s median %8s   (suite SIGKILLed 150 ms into a deployment, %d runs)\n\n", "restart to healthy", median(back).Round(time.Millisecond), len(back))
+	fmt.Printf("  %-30s median %8s   (%d runs)\n", "power cut to healthy", median(healthy).Round(time.Millisecond), len(healthy))
+	fmt.Printf("  %-30s median %8s   (recorded SUCCESS or FAILURE, one group in force on every daemon)\n\n", "power cut to settled", median(settled).Round(time.Millisecond))
 }
 
-// killSuite SIGKILLs every process of the suite on root, the supervisor
-// first so that nothing is restarted, and its workers (the runtime's
-// process group members die with their pipes or are reaped on restart).
-func killSuite(root string) {
-	pids := suitePids(root)
-	if p := pids["supervisor"]; p > 0 {
+// cutDuring deploys group through the deployagent's API and, when its
+// event stream shows the target stage under way, cuts the power: every
+// process of the suite's tree is stopped, then killed. target is
+// "artifacts" (cut on the "validated" event: artifacts are being fetched
+// next) or "prepare" (cut when the first daemon has prepared, the others
+// still preparing). It returns the deployment id and the stage staged.json
+// says was under way when the power went.
+func cutDuring(root, group, target string) (id, stage string) {
+	gj, err := os.ReadFile(group)
+	must(err)
+	cc, err := grpc.NewClient("unix://"+filepath.Join(root, "run", "deployagent.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(err)
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := deployv1.NewDeployerClient(cc).Deploy(ctx, &deployv1.DeployRequest{GroupJson: gj})
+	must(err)
+	for {
+		ev, err := st.Recv()
+		if err != nil {
+			fail("deployment %s ended before the %s stage: %v", id, target, err)
+		}
+		id = ev.GetDeploymentId()
+		if s := ev.GetStatus(); s != deployv1.DeploymentStatus_DEPLOYMENT_STATUS_IN_PROGRESS && s != deployv1.DeploymentStatus_DEPLOYMENT_STATUS_UNSPECIFIED {
+			fail("deployment %s finished (%s) before the power cut", id, s)
+		}
+		at := ev.GetStage()
+		if target == "artifacts" && at == deployment.StageValidated ||
+			target == "prepare" && (at == deployment.StageArtifacts && strings.HasSuffix(ev.GetMessage(), " prepared") || at == deployment.StagePrepared) {
+			break
+		}
+	}
+	supervisor := suitePids(root)["supervisor"]
+	if supervisor <= 0 {
+		fail("no supervisor pid in %s/run", root)
+	}
+	powerCut(supervisor)
+	staged, err := deployment.ReadState(layout.Root(root))
+	if err != nil || staged == nil || staged.DeploymentID != id {
+		fail("staged.json after the power cut: %v %+v", err, staged)
+	}
+	return id, underWay(staged.Stage)
+}
+
+// underWay names the work that follows a recorded stage.
+func underWay(recorded string) string {
+	switch recorded {
+	case deployment.StageValidated:
+		return "artifacts"
+	case deployment.StageArtifacts:
+		return "prepare"
+	case deployment.StagePrepared:
+		return "commit"
+	case deployment.StageCommitted:
+		return "apply"
+	}
+	return "after-" + recorded
+}
+
+// powerCut stops every process of the tree rooted at pid (so that none
+// reacts to another's death: no restart, no fork), then SIGKILLs them all
+// and waits until each is gone or a zombie.
+func powerCut(pid int) {
+	stopped := map[int]bool{}
+	for {
+		added := false
+		for _, p := range processTree(pid) {
+			if !stopped[p] {
+				syscall.Kill(p, syscall.SIGSTOP)
+				stopped[p] = true
+				added = true
+			}
+		}
+		if !added {
+			break
+		}
+	}
+	for p := range stopped {
 		syscall.Kill(p, syscall.SIGKILL)
 	}
-	for _, p := range pids {
-		syscall.Kill(p, syscall.SIGKILL)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		alive := 0
+		for p := range stopped {
+			if st := procState(p); st != 0 && st != 'Z' && st != 'X' {
+				alive++
+			}
+		}
+		if alive == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			fail("%d processes of the suite still alive 10 s after SIGKILL", alive)
+		}
 	}
-	time.Sleep(50 * time.Millisecond)
+}
+
+// processTree is pid and its descendants, from /proc.
+func processTree(pid int) []int {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pp := procPPid(p); pp > 0 {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	tree := []int{pid}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, children[tree[i]]...)
+	}
+	return tree
+}
+
+// procStat is the fields of /proc/PID/stat after the command name.
+func procStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+func procPPid(pid int) int {
+	f := procStat(pid)
+	if len(f) < 2 {
+		return 0
+	}
+	pp, _ := strconv.Atoi(f[1])
+	return pp
+}
+
+// procState is the process's state letter, 0 when it does not exist.
+func procState(pid int) byte {
+	f := procStat(pid)
+	if len(f) < 1 || f[0] == "" {
+		return 0
+	}
+	return f[0][0]
+}
+
+// waitSettled waits until deployment id is recorded SUCCESS or FAILURE,
+// exactly one deployment is in force, and every daemon runs it; it returns
+// the status and the recorded error (or "in force").
+func waitSettled(root, id string) (status, why string) {
+	cc, err := grpc.NewClient("unix://"+filepath.Join(root, "run", "deployagent.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(err)
+	defer cc.Close()
+	dc := deployv1.NewDeployerClient(cc)
+	last := "no answer"
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		list, err := dc.ListDeployments(ctx, &deployv1.ListDeploymentsRequest{})
+		if err != nil {
+			cancel()
+			last = err.Error()
+			continue
+		}
+		var dep *deployv1.Deployment
+		var current []string
+		for _, d := range list.GetDeployments() {
+			if d.GetDeploymentId() == id {
+				dep = d
+			}
+			if d.GetCurrent() {
+				current = append(current, d.GetDeploymentId())
+			}
+		}
+		switch {
+		case dep == nil:
+			last = "deployment " + id + " not in the history"
+		case dep.GetStatus() != deployv1.DeploymentStatus_DEPLOYMENT_STATUS_SUCCESS && dep.GetStatus() != deployv1.DeploymentStatus_DEPLOYMENT_STATUS_FAILURE:
+			last = "deployment " + id + " " + dep.GetStatus().String()
+		case len(current) != 1:
+			last = fmt.Sprintf("%d deployments in force %v", len(current), current)
+		default:
+			applied, err := dc.GetApplied(ctx, &deployv1.GetAppliedRequest{})
+			if err != nil {
+				last = "GetApplied: " + err.Error()
+				break
+			}
+			off := applied.GetDeploymentId() != current[0]
+			for _, dm := range applied.GetDaemons() {
+				if dm.GetError() != "" || dm.GetDeploymentId() != current[0] {
+					off = true
+				}
+			}
+			if off {
+				last = fmt.Sprintf("daemons do not all run %s: %v", current[0], applied.GetDaemons())
+				break
+			}
+			cancel()
+			why = dep.GetError()
+			if why == "" {
+				why = "in force"
+			}
+			return strings.TrimPrefix(dep.GetStatus().String(), "DEPLOYMENT_STATUS_"), why
+		}
+		cancel()
+	}
+	fail("deployment %s not settled 1 min after the restart: %s", id, last)
+	return "", ""
 }
 
 // timedDeploy runs ggctl deploy and samples the deployagent's PSS.

@@ -204,24 +204,117 @@ func cmdFnLogs(a *app, args []string) error {
 	if !*follow {
 		return nil
 	}
-	r := bufio.NewReader(f)
-	for {
-		line, err := r.ReadString('\n')
-		if line != "" {
-			fmt.Fprint(a.stdout, line)
+	return followLog(a.ctx, a.stdout, path, f, pollWait(200*time.Millisecond))
+}
+
+// pollWait waits d between looks at a log that has nothing new; it
+// reports false when ctx ends.
+func pollWait(d time.Duration) func(context.Context) bool {
+	return func(ctx context.Context) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
 		}
-		if errors.Is(err, io.EOF) {
-			select {
-			case <-a.ctx.Done():
-				return nil
-			case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// followLog prints what is appended to the log at path, read through f
+// from its current offset, until wait reports false. The runtime rotates
+// a function log by renaming it to path.1 and starting a new file: at the
+// end of f, when path names another file, the rest of f is printed (lines
+// written just before the rename) and the new file is read from its
+// start; a file that shrank in place is read again from its start. f is
+// the caller's to close; the files opened here are closed here.
+func followLog(ctx context.Context, w io.Writer, path string, f *os.File, wait func(context.Context) bool) error {
+	cur := f
+	defer func() {
+		if cur != f {
+			cur.Close()
+		}
+	}()
+	r := bufio.NewReader(cur)
+	drain := func() error {
+		for {
+			line, err := r.ReadString('\n')
+			if line != "" {
+				if _, werr := io.WriteString(w, line); werr != nil {
+					return werr
+				}
 			}
-			continue
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
 		}
+	}
+	for {
+		if err := drain(); err != nil {
+			return failf("fn logs: %v", err)
+		}
+		next, truncated, err := rotated(path, cur)
 		if err != nil {
 			return failf("fn logs: %v", err)
 		}
+		if truncated {
+			r.Reset(cur)
+			continue
+		}
+		if next != nil {
+			// Lines may have reached the old file between the read that
+			// met its end and the rename: print them first.
+			if err := drain(); err != nil {
+				next.Close()
+				return failf("fn logs: %v", err)
+			}
+			if cur != f {
+				cur.Close()
+			}
+			cur = next
+			r.Reset(cur)
+			continue
+		}
+		if !wait(ctx) {
+			return nil
+		}
 	}
+}
+
+// rotated looks at path once cur is read to its end: it returns the new
+// file open at its start when path names another file than cur (a
+// rotation), or truncated (cur rewound to its start) when cur shrank
+// below the offset read. Between a rename and the new file's creation
+// path is missing: nothing to do yet.
+func rotated(path string, cur *os.File) (next *os.File, truncated bool, err error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	cst, err := cur.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	if !os.SameFile(st, cst) {
+		next, err = os.Open(path)
+		if errors.Is(err, os.ErrNotExist) { // rotated again meanwhile
+			return nil, false, nil
+		}
+		return next, false, err
+	}
+	pos, err := cur.Seek(0, io.SeekCurrent)
+	if err != nil || cst.Size() >= pos {
+		return nil, false, err
+	}
+	_, err = cur.Seek(0, io.SeekStart)
+	return nil, err == nil, err
 }
 
 // printTail prints the last n lines of f and leaves f at its end.
