@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -114,7 +115,33 @@ func startCloudDeploys(l *Local, bus *nats.Conn, thing string, fetch *artifact.F
 const (
 	cloudFile       = "cloud.json"
 	cloudStatusFile = "cloud-status.json"
+	// cloudRunsFile counts the runs of cloud.json's request (decimal).
+	cloudRunsFile = "cloud-runs"
 )
+
+// maxCloudRuns bounds the runs of one cloud request that restarts cut
+// short before its commit: a request that crashes the core (or a core
+// that loses power every time) ends Failure instead of running forever.
+const maxCloudRuns = 3
+
+// cutShortReason is the Failure reason of a request cut short runs times.
+func cutShortReason(runs int) string {
+	return fmt.Sprintf("cut short by a restart of the core %d times before its commit; not run again: the previous group stays in force, deploy it again", runs)
+}
+
+// cloudRuns is how many times cloud.json's request has started (0: no
+// count, or an unreadable one).
+func cloudRuns(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, cloudRunsFile))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
 
 // pendingCloudID is the deploymentId of the request cloud.json holds ("":
 // none), read before the start-up recovery (Config.Rerun).
@@ -193,13 +220,23 @@ func (c *cloudDeploys) handle(raw []byte, resumed bool) {
 		c.forget()
 		return
 	}
-	first := "received"
+	first, runs := "received", 1
 	if resumed {
-		log.Info("cloud deployment runs again after a restart")
+		runs = cloudRuns(filepath.Dir(c.file)) + 1
+		if runs > maxCloudRuns {
+			log.Warn("cloud deployment cut short by a restart too many times; not run again", "runs", runs-1)
+			c.publish(r.DeploymentID, clouddeploy.Failure, "", cutShortReason(runs-1))
+			c.forget()
+			return
+		}
+		log.Info("cloud deployment runs again after a restart", "run", runs)
 		first = "resumed"
 	}
 	if err := atomicfile.WriteFile(c.file, raw, 0o600); err != nil {
 		log.Error("record the cloud request", "err", err)
+	}
+	if err := atomicfile.WriteFile(filepath.Join(filepath.Dir(c.file), cloudRunsFile), []byte(strconv.Itoa(runs)), 0o600); err != nil {
+		log.Error("record the runs of the cloud request", "err", err)
 	}
 	defer c.forget()
 	c.publish(r.DeploymentID, clouddeploy.InProgress, first, "")
@@ -386,6 +423,9 @@ func (c *cloudDeploys) forget() {
 	}
 	if err := os.Remove(c.file); err != nil && !errors.Is(err, os.ErrNotExist) {
 		c.log.Warn("remove cloud.json", "err", err)
+	}
+	if err := os.Remove(filepath.Join(filepath.Dir(c.file), cloudRunsFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.log.Warn("remove "+cloudRunsFile, "err", err)
 	}
 }
 

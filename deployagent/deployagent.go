@@ -91,8 +91,17 @@ func (s *service) Start(ctx context.Context, env *daemon.Env) error {
 	cloud := thing != "" && env.Bus != nil
 	if id := pendingCloudID(env.Root.DataDir(Name)); cloud && id != "" && c.Rerun == nil {
 		// A cloud deployment cut short before its commit runs again from
-		// its request (cloud.go).
-		c.Rerun = func(d string) bool { return d == id }
+		// its request (cloud.go), at most maxCloudRuns times in all.
+		runs := cloudRuns(env.Root.DataDir(Name))
+		c.Rerun = func(d string) (bool, string) {
+			switch {
+			case d != id:
+				return false, ""
+			case runs >= maxCloudRuns:
+				return false, cutShortReason(runs)
+			}
+			return true, ""
+		}
 	}
 	l, err := NewLocal(c)
 	if err != nil {

@@ -69,9 +69,10 @@ type Config struct {
 	// Rerun reports whether a deployment cut short before its commit will
 	// run again from its recorded request (a cloud deployment: cloud.json
 	// holds it). The start-up recovery then discards its staged.json
-	// instead of recording a FAILURE, so the same id can run again. Nil:
-	// none does.
-	Rerun func(deploymentID string) bool
+	// instead of recording a FAILURE, so the same id can run again. When
+	// it will not, refused (if not "") is the FAILURE's reason. Nil: none
+	// does.
+	Rerun func(deploymentID string) (rerun bool, refused string)
 }
 
 // ArtifactsFunc fetches and verifies the artifacts of the group next puts
@@ -102,7 +103,7 @@ type Local struct {
 	artifacts ArtifactsFunc
 	switchFn  func(next, prev *deployment.Record) error
 	finished  func(current, previous *deployment.Record)
-	rerun     func(deploymentID string) bool
+	rerun     func(deploymentID string) (bool, string)
 	// recoverWait: see Config.RecoverWait.
 	recoverWait time.Duration
 
@@ -264,17 +265,25 @@ func (l *Local) restore() error {
 	case st.Stage == deployment.StageRollingBack:
 		j.log.Warn("resuming the rollback of a deployment cut short by the last stop")
 		l.resume(j, func() { l.rollback(j, l.consumers, d.Results) })
-	case !committed && l.rerun != nil && l.rerun(st.DeploymentID):
-		// A cloud deployment: its request runs again from the start (an
-		// artifact download resumes where it stopped), under the same id.
-		j.log.Warn("a deployment cut short before its commit runs again from its recorded request", "stage", st.Stage)
-		l.relink(j, cur, st.Next)
-		if err := deployment.RemoveState(l.root); err != nil {
-			return fmt.Errorf("deployagent: discard staged deployment: %w", err)
-		}
 	case !committed:
+		rerun, refused := false, ""
+		if l.rerun != nil {
+			rerun, refused = l.rerun(st.DeploymentID)
+		}
 		l.relink(j, cur, st.Next)
-		l.record(j, failed, "interrupted before commit by a restart (at stage "+st.Stage+"): the previous group stays in force; deploy it again (an artifact download resumes where it stopped)")
+		if rerun {
+			// A cloud deployment: its request runs again from the start (an
+			// artifact download resumes where it stopped), under the same id.
+			j.log.Warn("a deployment cut short before its commit runs again from its recorded request", "stage", st.Stage)
+			if err := deployment.RemoveState(l.root); err != nil {
+				return fmt.Errorf("deployagent: discard staged deployment: %w", err)
+			}
+			break
+		}
+		if refused == "" {
+			refused = "interrupted before commit by a restart (at stage " + st.Stage + "): the previous group stays in force; deploy it again (an artifact download resumes where it stopped)"
+		}
+		l.record(j, failed, refused)
 	case st.Stage == deployment.StageApplied || st.Stage == deployment.StageDone:
 		l.relink(j, st.Next, st.Previous)
 		l.record(j, succeeded, "")

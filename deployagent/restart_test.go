@@ -276,3 +276,57 @@ func TestCloudDeploymentCutBeforeCommitRunsAgain(t *testing.T) {
 		t.Fatalf("group in force: %v", got)
 	}
 }
+
+// A cloud request that a restart cuts short before its commit every time
+// runs three times in all; the start after the third ends it Failure with
+// the reason, runs it no more, and the group in force stays.
+func TestCloudDeploymentCutShortTooOftenFails(t *testing.T) {
+	var mu sync.Mutex
+	hits := 0
+	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		<-r.Context().Done() // never answers: every run is cut short mid-download
+	}))
+	t.Cleanup(ts.Close)
+	count := func() int { mu.Lock(); defer mu.Unlock(); return hits }
+	alpha := &consumer{name: "alpha"}
+	s := newSuite(t, []*consumer{alpha}, deployagent.WithArtifactOptions(artifact.WithHTTPClient(ts.Client())))
+	cloud := newCloudSide(t, s.bus)
+	group := fmt.Sprintf(`{"Core": {"Cores": [{"Id": "core", "ThingArn": "arn:aws:iot:eu-west-1:123456789012:thing/line7-core",
+	"CertificateArn": "arn:aws:iot:eu-west-1:123456789012:cert/0d45f5fd462b8c70bffb10021ac1bcff3f58f29b1faf7568595095427d42812c"}]},
+"Functions": {"Functions": [{"Id": "fetched", "FunctionArn": "arn:aws:lambda:eu-west-1:123456789012:function:fetched:1",
+	"Evergreen": {"Runtime": "python3.8", "Handler": "app.handler", "CodeUri": "%s/code.zip", "CodeSha256": %q}}]}}`, ts.URL, strings.Repeat("ab", 32))
+	cloud.request(`{"deploymentId":"c-loop","group":` + group + `}`)
+	for run := 1; run <= 3; run++ {
+		bustest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			if n := count(); n != run {
+				return fmt.Errorf("run %d: %d downloads started", run, n)
+			}
+			return nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.agent.Shutdown(ctx)
+		cancel()
+		s.startAgent()
+	}
+	st := cloud.final("c-loop")
+	last := st[len(st)-1]
+	if last.Status != clouddeploy.Failure || !strings.Contains(strings.Join(last.Reasons, " "), "cut short by a restart of the core 3 times before its commit") {
+		t.Fatalf("c-loop after three cut-short runs: %+v", last)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := count(); n != 3 {
+		t.Fatalf("%d downloads: the request ran again after its third run", n)
+	}
+	if _, err := os.Stat(filepath.Join(layout.Root(s.root).DataDir(deployagent.Name), "cloud-runs")); !os.IsNotExist(err) {
+		t.Errorf("cloud-runs left behind: %v", err)
+	}
+	if d, err := s.client.GetDeployment(context.Background(), &deployv1.GetDeploymentRequest{DeploymentId: "c-loop"}); err == nil && d.GetStatus() != failure {
+		t.Errorf("c-loop recorded as %v", d)
+	}
+	if r := readRecord(t, s.root, deployment.CurrentFile); r != nil {
+		t.Errorf("a group is in force after a deployment that never committed: %v", recordFunctions(t, r))
+	}
+}
