@@ -175,3 +175,97 @@ func TestLoggersToCloud(t *testing.T) {
 		}
 	}
 }
+
+// A function's log records reach the cloud under the group's Lambda
+// AWSCloudWatch logger, on evergreen/things/<thing>/logs/Lambda/<name>, at
+// or above the logger's level; the function's FileSystem log keeps both.
+func TestLambdaLogsToCloud(t *testing.T) {
+	needMosquitto(t)
+	needPython(t)
+	cloud := newAWSCloud(t)
+	cloud.start()
+	root := suitetest.ShortRoot(t)
+	cloud.writeConfig(root)
+	s := suitetest.Launch(t, root)
+	if err := s.WaitHealthy(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	type line struct{ topic, component, level, msg string }
+	var got []line
+	pool := x509.NewCertPool()
+	pool.AddCert(cloud.ca.Cert)
+	ops := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("ssl://127.0.0.1:" + strconv.Itoa(cloud.port)).SetClientID("lambda-log-reader").
+		SetTLSConfig(&tls.Config{RootCAs: pool}))
+	if tok := ops.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer ops.Disconnect(0)
+	if tok := ops.Subscribe("evergreen/things/test-core/logs/Lambda/#", 1, func(_ pahov3.Client, m pahov3.Message) {
+		var b struct {
+			Component string           `json:"component"`
+			Records   []map[string]any `json:"records"`
+		}
+		if err := json.Unmarshal(m.Payload(), &b); err != nil {
+			t.Errorf("batch on %s is not JSON: %v", m.Topic(), err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range b.Records {
+			l, _ := r["level"].(string)
+			msg, _ := r["msg"].(string)
+			got = append(got, line{m.Topic(), b.Component, l, msg})
+		}
+	}); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+
+	fnDir, _ := filepath.Abs("testdata/fns/logger")
+	g := map[string]any{
+		"Core": map[string]any{"Cores": []any{map[string]any{"Id": "core", "ThingArn": thing("test-core"), "CertificateArn": acct + "cert/" + strings.Repeat("ab", 32)}}},
+		"Functions": map[string]any{
+			"DefaultConfig": map[string]any{"Execution": map[string]any{"IsolationMode": "NoContainer"}},
+			"Functions": []any{map[string]any{"Id": "logger", "FunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:logger:1",
+				"FunctionConfiguration": map[string]any{"Pinned": false, "Timeout": 10, "EncodingType": "json"},
+				"Evergreen":             map[string]any{"Runtime": "python3.8", "Handler": "main.handler", "CodeUri": fnDir}}}},
+		"Loggers": map[string]any{"Loggers": []any{
+			map[string]any{"Id": "l1", "Component": "Lambda", "Level": "WARN", "Type": "AWSCloudWatch"},
+			map[string]any{"Id": "l2", "Component": "Lambda", "Level": "INFO", "Type": "FileSystem", "Space": 1024},
+		}},
+	}
+	b, _ := json.Marshal(g)
+	gf := filepath.Join(t.TempDir(), "group.json")
+	os.WriteFile(gf, b, 0o600)
+	if r := ggctl(t, root, "deploy", gf); r.code != 0 {
+		t.Fatalf("deploy: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := ggctl(t, root, "fn", "invoke", "logger", `{"n":7}`); r.code != 0 || !strings.Contains(r.stdout, `"logged": 7`) && !strings.Contains(r.stdout, `"logged":7`) {
+		t.Fatalf("invoke: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	bustest.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, l := range got {
+			if strings.Contains(l.msg, "lambda-warn-7") {
+				if l.topic != "evergreen/things/test-core/logs/Lambda/logger" || l.component != "Lambda/logger" || l.level != "WARN" {
+					return fmt.Errorf("the WARN line arrived as %+v", l)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no lambda-warn-7 in the cloud yet: %+v", got)
+	})
+	time.Sleep(500 * time.Millisecond) // a later batch would carry the INFO line
+	mu.Lock()
+	for _, l := range got {
+		if strings.Contains(l.msg, "lambda-info-7") {
+			t.Errorf("an INFO line went to the cloud under a WARN logger: %+v", l)
+		}
+	}
+	mu.Unlock()
+	fileLog, _ := os.ReadFile(filepath.Join(root.LogsDir(), "user", "logger.log"))
+	if !strings.Contains(string(fileLog), "lambda-info-7") || !strings.Contains(string(fileLog), "lambda-warn-7") {
+		t.Errorf("the function's log file lacks a line:\n%s", fileLog)
+	}
+}
