@@ -11,7 +11,8 @@ import logging
 import os
 import threading
 import time
-import urllib.request
+
+from greengrass_common import ipc_http
 
 LOG_STREAM_NAME = 'fromPythonAppender'
 MAX_BATCH = 64
@@ -40,6 +41,7 @@ class LocalCloudwatchLogHandler(logging.Handler):
         self.log_group_name = '/{}/{}'.format(component_type, component_name)
         if port is None:
             port = os.environ.get('GG_DAEMON_PORT') or 8000
+        self.endpoint, self.port = endpoint, int(port)
         self.url = 'http://{}:{}/2016-11-01/cloudwatch/logs/'.format(endpoint, port)
         # deque append/popleft are atomic, so emit() takes no lock a signal
         # handler could be interrupting.
@@ -95,12 +97,9 @@ class LocalCloudwatchLogHandler(logging.Handler):
             'logStreamName': LOG_STREAM_NAME,
             'logEvents': events,
         }).encode('utf-8')
-        req = urllib.request.Request(self.url, data=body, method='POST')
-        req.add_header('Authorization', token)
-        req.add_header('Content-Type', 'application/json')
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                resp.read()
+            ipc_http.request(self.endpoint, self.port, 'POST', '/2016-11-01/cloudwatch/logs/', body,
+                             {'Authorization': token, 'Content-Type': 'application/json'}, timeout=5)
         except Exception:
             pass
 

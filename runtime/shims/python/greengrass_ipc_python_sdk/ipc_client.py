@@ -2,16 +2,15 @@
 
 Every request carries the function's token in Authorization. Function ARNs
 go into the path unescaped: the core routes by splitting on '/', which ARNs
-never contain. urllib is used on purpose: it is what v1 clients use, so the
-core sees the same bytes (header-name casing, form Content-Type on POST).
+never contain. Requests go through greengrass_common.ipc_http, which sends
+the bytes urllib (v1's client) sent: header-name casing, form Content-Type
+on POST, without urllib's cost at import and per call.
 """
-import http.client
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 
+from greengrass_common import ipc_http
 from greengrass_common.env_vars import ROUTER_FUNCTION_ARN
 
 API_VERSION = '2016-11-01'
@@ -136,23 +135,18 @@ class IPCClient:
         return '{}/{}/work'.format(self._functions_base(), function_arn)
 
     def _request(self, method, url, data=None, headers=None):
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header(HEADER_AUTHORIZATION, self.auth_token or '')
-        for name, value in (headers or {}).items():
-            req.add_header(name, value)
+        hdrs = {HEADER_AUTHORIZATION: self.auth_token or ''}
+        hdrs.update(headers or {})
+        path = url.split('/', 3)[3] if url.count('/') >= 3 else ''
         try:
             # No timeout: get_work and get_work_result are long polls the
             # core may hold for as long as it likes.
-            with urllib.request.urlopen(req) as resp:
-                return _Response(resp.headers, resp.read())
-        except urllib.error.HTTPError as e:
-            detail = ''
-            try:
-                detail = e.read().decode('utf-8', 'replace')
-            except Exception:
-                pass
+            resp = ipc_http.request(self.endpoint, self.port, method, '/' + path, data, hdrs)
+            return _Response(resp.headers, resp.body)
+        except ipc_http.HTTPStatusError as e:
+            detail = e.body.decode('utf-8', 'replace')
             raise IPCException('{} {} failed: HTTP {} {}'.format(method, url, e.code, detail).strip()) from e
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        except (OSError, ValueError) as e:
             raise IPCException('{} {} failed: {}'.format(method, url, e)) from e
 
 
