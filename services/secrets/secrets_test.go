@@ -15,12 +15,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	secretsv1 "github.com/evergreen-edge/evergreen/proto/evergreen/secrets/v1"
 	"github.com/evergreen-edge/evergreen/services/kit/bustest"
 	"github.com/evergreen-edge/evergreen/services/secrets/envelope"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/codes"
 )
 
@@ -187,6 +189,22 @@ func TestDeploymentNeedsItsSecretsStored(t *testing.T) {
 func TestNoPlaintextOnDiskOrInLogs(t *testing.T) {
 	h := newHarness(t, coreEC)
 	values := []string{"pl41n-db-p4ssw0rd", "b3ta-v4lue-xyz", "bin\x00ary-s3cret", "sealed-pl41ntext"}
+	// Everything on the bus while the secrets are put, deployed and read.
+	watcher, err := nats.Connect(h.busURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	var busMu sync.Mutex
+	var onBus [][]byte
+	if _, err := watcher.Subscribe(">", func(m *nats.Msg) {
+		busMu.Lock()
+		onBus = append(onBus, append([]byte(m.Subject+" "), m.Data...))
+		busMu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	watcher.Flush()
 	h.put("db", `{"password":"`+values[0]+`"}`)
 	h.put("cert", values[1], "beta")
 	if _, err := h.c.PutSecret(ctx(t), &secretsv1.PutSecretRequest{Name: "blob", Source: &secretsv1.PutSecretRequest_Value{Value: []byte(values[2])}, Binary: true}); err != nil {
@@ -226,6 +244,20 @@ func TestNoPlaintextOnDiskOrInLogs(t *testing.T) {
 	}
 	h.stop()
 	noPlaintext(t, h.root.Dir(), values...)
+	watcher.Flush()
+	busMu.Lock()
+	t.Logf("%d bus messages watched", len(onBus))
+	if len(onBus) == 0 {
+		t.Errorf("nothing seen on the bus: the watch proves nothing")
+	}
+	for _, m := range onBus {
+		for _, v := range values {
+			if bytes.Contains(m, []byte(v)) {
+				t.Errorf("a bus message holds a secret in clear: %.120q", m)
+			}
+		}
+	}
+	busMu.Unlock()
 	if b, _ := os.ReadFile(h.root.LogFile("secrets")); !bytes.Contains(b, []byte(`secret put`)) || !bytes.Contains(b, []byte(`secret read`)) {
 		t.Fatalf("the log was not written at debug level:\n%s", b)
 	}
