@@ -132,6 +132,7 @@ func runtimeBench(ggd string, dur time.Duration) {
 			map[string]any{"Id": "b", "Source": arn("goecho"), "Subject": "echo/out", "Target": thing},
 			map[string]any{"Id": "c", "Source": thing, "Subject": "rt/in/py", "Target": arn("pyecho")},
 			map[string]any{"Id": "d", "Source": arn("pyecho"), "Subject": "rt/out/py", "Target": thing},
+			map[string]any{"Id": "e", "Source": thing, "Subject": "rt/loop", "Target": thing},
 		}},
 	}
 	gj, _ := json.Marshal(group)
@@ -160,7 +161,7 @@ func runtimeBench(ggd string, dur time.Duration) {
 		fail("connect: %v", t.Error())
 	}
 	defer c.Disconnect(0)
-	for _, f := range []string{"echo/out", "rt/out/py"} {
+	for _, f := range []string{"echo/out", "rt/out/py", "rt/loop"} {
 		if t := c.Subscribe(f, 0, func(_ mqtt.Client, m mqtt.Message) {
 			select {
 			case got <- string(m.Payload()):
@@ -200,7 +201,11 @@ func runtimeBench(ggd string, dur time.Duration) {
 		return len(lat), percentile(lat, 50), percentile(lat, 99), lost
 	}
 	fmt.Printf("function round trip: device publishes, the function publishes back, the device receives (MQTT over mutual TLS), %v each\n", dur)
-	n, p50, p99, lost := roundTrip("rt/in/go", func(seq int) string { return fmt.Sprintf("ping seq=%d;", seq) })
+	// The peer: the same trip with no function, the device's message routed
+	// straight back to it (what a function adds is the difference).
+	n, p50, p99, lost := roundTrip("rt/loop", func(seq int) string { return fmt.Sprintf("ping seq=%d;", seq) })
+	fmt.Printf("  %-40s %6d trips  p50 %9s  p99 %9s  (peer: no function)%s\n", "device -> router -> device", n, p50.Round(time.Microsecond), p99.Round(time.Microsecond), lostText(lost))
+	n, p50, p99, lost = roundTrip("rt/in/go", func(seq int) string { return fmt.Sprintf("ping seq=%d;", seq) })
 	fmt.Printf("  %-40s %6d trips  p50 %9s  p99 %9s  (aim p50 < 1 ms)%s\n", "pinned Go executable (ggsdk)", n, p50.Round(time.Microsecond), p99.Round(time.Microsecond), lostText(lost))
 	n, p50, p99, lost = roundTrip("rt/in/py", func(seq int) string { return fmt.Sprintf(`{"ping":"seq=%d;"}`, seq) })
 	fmt.Printf("  %-40s %6d trips  p50 %9s  p99 %9s  (aim p50 < 2 ms)%s\n\n", "pinned Python 3 (greengrasssdk)", n, p50.Round(time.Microsecond), p99.Round(time.Microsecond), lostText(lost))
