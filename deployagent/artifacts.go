@@ -64,7 +64,7 @@ func (a *artifacts) stage(ctx context.Context, g *groupdef.Group, progress func(
 	if g == nil {
 		return nil, nil
 	}
-	b, err := groupdef.Marshal(g)
+	b, err := groupdef.MarshalValid(g)
 	if err != nil {
 		return nil, err
 	}

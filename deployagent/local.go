@@ -555,7 +555,7 @@ func (l *Local) validate(req *deployv1.DeployRequest) (deployv1.DeploymentType, 
 			return none, nil, errdefs.InvalidArgument("group_json", "Core.Cores[0].ThingArn: the group is for core thing %q, but this core is %q (coreThing.thingArn in config.json)", name, l.coreThing)
 		}
 	}
-	canon, err := groupdef.Marshal(g)
+	canon, err := groupdef.MarshalValid(g) // Parse validated it
 	if err != nil {
 		return none, nil, fmt.Errorf("encode group: %v: %w", err, errdefs.ErrInternal)
 	}

@@ -1,9 +1,11 @@
 package deployagent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -290,11 +292,17 @@ func (l *Local) abandon(j *job) {
 	j.events.close()
 }
 
-// setInForce makes memory follow current.json.
+// setInForce makes memory follow current.json. r's group is canonical
+// already: this deployagent validated and encoded it (a deployment), or it
+// was in force before (a rollback).
 func (l *Local) setInForce(r *deployment.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.setCurrent(r)
+	l.current, l.currentGroup = r, nil
+	if r.HasGroup() {
+		// Read back from a record file, the group lacks Marshal's newline.
+		l.currentGroup = append(slices.Clip(bytes.TrimSpace(r.Group)), '\n')
+	}
 }
 
 func (l *Local) finishSuccess(j *job, note string, results []*deployv1.DaemonResult) {

@@ -8,7 +8,6 @@
 package runtime
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -112,15 +111,10 @@ type Service struct {
 	// nothing was deployed or it is unknown).
 	deploymentID string
 
-	// ledger records the code each applied group used (code GC). prepared
-	// is the last PREPARE (its id and canonical group), which tells the
-	// deployment an APPLY puts in force. Both are used only by Start and
-	// the deployment handlers, which never run at the same time.
-	ledger   *code.Ledger
-	prepared struct {
-		id    string
-		group []byte
-	}
+	// ledger records the code each applied group used (code GC). It is
+	// used only by Start and the deployment handlers, which never run at
+	// the same time.
+	ledger *code.Ledger
 
 	subs          []*nats.Subscription
 	stopFollowing func()
@@ -232,7 +226,7 @@ func (s *Service) Start(ctx context.Context, env *daemon.Env) error {
 		}
 		s.subs = append(s.subs, sub)
 	}
-	if s.stopFollowing, err = deployment.Serve(env, s.applyDeployment, deployment.WithPrepare(s.prepareDeployment)); err != nil {
+	if s.stopFollowing, err = deployment.Serve(env, s.applyDeployment, deployment.WithPrepare(s.prepareGroup)); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -260,60 +254,15 @@ func CheckIPCListen(addr string) error {
 // groups used (code.Ledger).
 const CodeLedgerFile = "code-ledger.json"
 
-// prepareDeployment is prepareGroup, remembering which deployment it
-// prepared.
-func (s *Service) prepareDeployment(ctx context.Context, g *groupdef.Group, id string) error {
-	s.prepared.id, s.prepared.group = "", nil
-	if err := s.prepareGroup(ctx, g, id); err != nil {
-		return err
-	}
-	s.prepared.id, s.prepared.group = id, canonicalGroup(g)
-	return nil
-}
-
 // applyDeployment is applyGroup followed, when the group is in force, by
-// the bookkeeping of the deployment it belongs to and the removal of code
-// no longer needed.
+// the bookkeeping of the deployment it belongs to (the ApplyGroup names it)
+// and the removal of code no longer needed.
 func (s *Service) applyDeployment(ctx context.Context, g *groupdef.Group, rollback bool) error {
 	if err := s.applyGroup(ctx, g, rollback); err != nil {
 		return err
 	}
-	s.applied(s.deploymentOf(g, rollback))
+	s.applied(deployment.ID(ctx))
 	return nil
-}
-
-// deploymentOf tells which deployment g, just applied, belongs to (the
-// deployment kit does not pass its id to APPLY): the one last prepared
-// when the group is the same (not for a rollback, which returns to an
-// older deployment), else the record in force when its group is g (the
-// deployagent commits before APPLY and restores before ROLLBACK), else
-// unknown ("").
-func (s *Service) deploymentOf(g *groupdef.Group, rollback bool) string {
-	canon := canonicalGroup(g)
-	if !rollback && s.prepared.id != "" && bytes.Equal(s.prepared.group, canon) {
-		return s.prepared.id
-	}
-	r, _, err := deployment.ReadInForce(s.env.Root)
-	if err != nil || r == nil {
-		return ""
-	}
-	rg, err := r.Decode()
-	if err != nil || !bytes.Equal(canonicalGroup(rg), canon) {
-		return ""
-	}
-	return r.DeploymentID
-}
-
-// canonicalGroup is g in groupdef's canonical JSON; nil for a reset.
-func canonicalGroup(g *groupdef.Group) []byte {
-	if g == nil {
-		return nil
-	}
-	b, err := groupdef.Marshal(g)
-	if err != nil {
-		return []byte("unmarshalable")
-	}
-	return b
 }
 
 // applied records that deployment id is in force: the id ListFunctions
@@ -329,7 +278,6 @@ func (s *Service) applied(id string) {
 		use.Dirs[f.pkg.Dir] = f.arn
 	}
 	s.mu.Unlock()
-	s.prepared.id, s.prepared.group = "", nil
 	if err := s.ledger.Record(use); err != nil {
 		// Without the record, the code of the group before may not be
 		// known after a restart: remove nothing.

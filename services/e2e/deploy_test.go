@@ -16,6 +16,7 @@ import (
 
 	"github.com/evergreen-edge/evergreen/runtime/container/containerdtest"
 	"github.com/evergreen-edge/evergreen/services/internal/suitetest"
+	"github.com/evergreen-edge/evergreen/services/kit/groupdef"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 )
 
@@ -46,6 +47,15 @@ func exampleGroup(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(repo, "examples", "hello-world", "group.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustMarshal(t *testing.T, g *groupdef.Group) []byte {
+	t.Helper()
+	b, err := groupdef.Marshal(g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +123,19 @@ func TestDeploySurvivesRestartAndRefusalKeepsPrevious(t *testing.T) {
 		t.Fatalf("deploy: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	first := currentDeployment(t, root)
+	// The group in force, indented for a reader, is the deployed group.
+	r = ggctl(t, root, "deployments", "group")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "{\n  \"") || !strings.Contains(r.stdout, "\n  \"Core\": {\n    \"Cores\": [\n") || !strings.Contains(r.stdout, "hello/world") {
+		t.Fatalf("deployments group: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	shown, err := groupdef.Parse([]byte(r.stdout))
+	if err != nil {
+		t.Fatalf("deployments group printed a group that does not parse: %v", err)
+	}
+	deployed, _ := groupdef.Parse(group)
+	if a, b := mustMarshal(t, shown), mustMarshal(t, deployed); !bytes.Equal(a, b) {
+		t.Fatalf("deployments group differs from the deployed file:\n%s\n%s", a, b)
+	}
 
 	// Restart the whole suite: the same group is in force.
 	s.Stop(15 * time.Second)
@@ -164,6 +187,9 @@ func TestDeploySurvivesRestartAndRefusalKeepsPrevious(t *testing.T) {
 	// Reset: no group in force, and that survives a restart too.
 	if r := ggctl(t, root, "deploy", "--reset"); r.code != 0 {
 		t.Fatalf("reset: %d %s", r.code, r.stderr)
+	}
+	if r := ggctl(t, root, "deployments", "group"); r.code != 4 || !strings.Contains(r.stderr, "no group is in force") {
+		t.Fatalf("deployments group after a reset: want exit 4, got %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	s.Stop(15 * time.Second)
 	suitetest.Start(t, root)

@@ -18,6 +18,13 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 // temp file is synced and before the rename: where crash tests stop a
 // write half-way.
 func WriteFileHook(path string, data []byte, perm os.FileMode, beforeRename func()) error {
+	return WritePartsHook(path, [][]byte{data}, perm, beforeRename)
+}
+
+// WritePartsHook is WriteFileHook with the content given in parts, written
+// one after the other: a caller whose content embeds large slices it
+// already holds writes them without joining them into one copy first.
+func WritePartsHook(path string, parts [][]byte, perm os.FileMode, beforeRename func()) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -34,8 +41,10 @@ func WriteFileHook(path string, data []byte, perm os.FileMode, beforeRename func
 	if err := tmp.Chmod(perm); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+	for _, data := range parts {
+		if _, err := tmp.Write(data); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("write %s: fsync: %w", path, err)

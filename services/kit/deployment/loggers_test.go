@@ -26,8 +26,22 @@ import (
 // but what the kit does for every daemon.
 type follower struct{ stop func() }
 
+// applied hears, for every APPLY or ROLLBACK a follower accepts, the
+// deployment its context names.
+var applied = make(chan string, 16)
+
 func (f *follower) Start(_ context.Context, env *daemon.Env) (err error) {
-	f.stop, err = deployment.Serve(env, func(context.Context, *groupdef.Group, bool) error { return nil })
+	f.stop, err = deployment.Serve(env, func(ctx context.Context, _ *groupdef.Group, rollback bool) error {
+		heard := "apply " + deployment.ID(ctx)
+		if rollback {
+			heard = "rollback to " + deployment.ID(ctx)
+		}
+		select {
+		case applied <- heard:
+		default: // other tests do not listen
+		}
+		return nil
+	})
 	return err
 }
 
@@ -199,5 +213,32 @@ func TestGroupCloudLoggerPublishesBatches(t *testing.T) {
 	rec := batch.Records[0]
 	if rec["msg"] != "forwarded" || rec["level"] != "WARN" || rec["daemon"] != followerName || rec["sensor"] != "s1" || rec["n"] != 3.0 || rec["time"] == nil {
 		t.Errorf("record %v", rec)
+	}
+}
+
+// An apply func learns which deployment it puts in force, or returns to,
+// from its context; PREPARE and QUERY do not call it.
+func TestApplyFuncIsToldItsDeployment(t *testing.T) {
+	busURL := bustest.Start(t)
+	startFollower(t, t.TempDir(), busURL, false)
+	nc, err := nats.Connect(busURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for len(applied) > 0 {
+		<-applied
+	}
+	g := groupWithLoggers("")
+	applyGroup(t, nc, "d-2", g, deployv1.ApplyPhase_APPLY_PHASE_PREPARE)
+	applyGroup(t, nc, "d-2", g, deployv1.ApplyPhase_APPLY_PHASE_APPLY)
+	applyGroup(t, nc, "d-1", "", deployv1.ApplyPhase_APPLY_PHASE_ROLLBACK)
+	applyGroup(t, nc, "", "", deployv1.ApplyPhase_APPLY_PHASE_QUERY)
+	var got []string
+	for len(applied) > 0 {
+		got = append(got, <-applied)
+	}
+	if want := []string{"apply d-2", "rollback to d-1"}; strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("the apply func heard %q, want %q", got, want)
 	}
 }

@@ -35,6 +35,20 @@ type PrepareFunc func(ctx context.Context, g *groupdef.Group, deploymentID strin
 // Option tunes Serve.
 type Option func(*server)
 
+type idKey struct{}
+
+func withID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, idKey{}, id)
+}
+
+// ID is, in an ApplyFunc's context, the id of the deployment whose group g
+// is: the one put in force by an APPLY, the one returned to by a ROLLBACK.
+// It is "" when the deployagent did not say.
+func ID(ctx context.Context) string {
+	id, _ := ctx.Value(idKey{}).(string)
+	return id
+}
+
 // WithPrepare gives the daemon a PREPARE step. Without one, PREPARE is
 // accepted once the kit has parsed the group, and every check of the daemon
 // happens at APPLY, after the commit, where a refusal rolls every daemon
@@ -218,9 +232,9 @@ func (s *server) applyOne(phase deployv1.ApplyPhase, req *deployv1.ApplyGroup) (
 		}
 		return s.prepare(s.ctx, g, req.GetDeploymentId())
 	case deployv1.ApplyPhase_APPLY_PHASE_ROLLBACK:
-		err = s.apply(s.ctx, g, true)
+		err = s.apply(withID(s.ctx, req.GetDeploymentId()), g, true)
 	default:
-		err = s.apply(s.ctx, g, false)
+		err = s.apply(withID(s.ctx, req.GetDeploymentId()), g, false)
 	}
 	if err == nil {
 		// The daemon's own log follows the group it now runs.

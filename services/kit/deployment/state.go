@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/evergreen-edge/evergreen/services/kit/atomicfile"
 	"github.com/evergreen-edge/evergreen/services/kit/layout"
 )
 
@@ -103,11 +104,43 @@ func ReadState(root layout.Root) (*State, error) {
 
 // WriteState replaces staged.json atomically.
 func WriteState(root layout.Root, st *State) error {
-	b, err := encodeJSON(st)
+	parts, err := stateParts(st)
 	if err != nil {
 		return err
 	}
-	return writeAtomic(Path(root, StagedFile), b, nil)
+	return atomicfile.WritePartsHook(Path(root, StagedFile), parts, fileMode, nil)
+}
+
+// stateHead is a State without its records.
+type stateHead struct {
+	DeploymentID string         `json:"deploymentId"`
+	Type         string         `json:"type"`
+	Stage        string         `json:"stage"`
+	CreatedAt    time.Time      `json:"createdAt"`
+	RedeployOf   string         `json:"redeployOf,omitempty"`
+	Reason       string         `json:"reason,omitempty"`
+	Results      []DaemonResult `json:"results,omitempty"`
+}
+
+// stateParts is st as compact JSON and a newline, in pieces (see
+// recordParts): its three records may each hold a whole group.
+func stateParts(st *State) ([][]byte, error) {
+	head, err := json.Marshal(stateHead{DeploymentID: st.DeploymentID, Type: st.Type, Stage: st.Stage, CreatedAt: st.CreatedAt,
+		RedeployOf: st.RedeployOf, Reason: st.Reason, Results: st.Results})
+	if err != nil {
+		return nil, err
+	}
+	parts := [][]byte{head[:len(head)-1]}
+	for _, f := range []struct {
+		name string
+		r    *Record
+	}{{"next", st.Next}, {"previous", st.Previous}, {"previousFile", st.PreviousFile}} {
+		parts = append(parts, []byte(`,"`+f.name+`":`))
+		if parts, err = recordParts(parts, f.r); err != nil {
+			return nil, err
+		}
+	}
+	return append(parts, []byte("}\n")), nil
 }
 
 // RemoveState removes staged.json durably.

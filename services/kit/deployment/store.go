@@ -112,29 +112,44 @@ func WriteRecord(path string, r *Record) error {
 }
 
 func writeRecord(path string, r *Record, beforeRename func()) error {
-	b, err := encodeJSON(r)
+	parts, err := recordParts(nil, r)
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, b, beforeRename)
+	return atomicfile.WritePartsHook(path, append(parts, []byte("\n")), fileMode, beforeRename)
 }
 
-// encodeJSON is compact: a record embeds a whole group (megabytes at v1's
-// limits), which indenting would copy again at every stage.
-func encodeJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+// recordHead is a Record without its group.
+type recordHead struct {
+	DeploymentID string    `json:"deploymentId"`
+	GroupSHA256  string    `json:"groupSha256"`
+	DeployedAt   time.Time `json:"deployedAt"`
+	Reset        bool      `json:"reset"`
+}
+
+// recordParts appends r, as compact JSON in pieces, to parts. The group is
+// one of the pieces, the caller's own slice, checked by json.Valid (which
+// allocates nothing): encoding/json would compact it into a pooled buffer
+// of its own size and copy it twice more, tens of MB of garbage per write
+// at v1's limits, and staged.json (three records) is written at every
+// stage of a deployment.
+func recordParts(parts [][]byte, r *Record) ([][]byte, error) {
+	if r == nil {
+		return append(parts, []byte("null")), nil
+	}
+	head, err := json.Marshal(recordHead{DeploymentID: r.DeploymentID, GroupSHA256: r.GroupSHA256, DeployedAt: r.DeployedAt, Reset: r.Reset})
+	if err != nil {
 		return nil, err
 	}
-	return buf.Bytes(), nil
-}
-
-// writeAtomic writes with a hook between the synced temp file and the
-// rename, where a crash test stops the commit.
-func writeAtomic(path string, data []byte, beforeRename func()) error {
-	return atomicfile.WriteFileHook(path, data, fileMode, beforeRename)
+	head = append(head[:len(head)-1], `,"group":`...)
+	g := bytes.TrimSpace(r.Group)
+	switch {
+	case len(g) == 0:
+		return append(parts, append(head, "null}"...)), nil
+	case !json.Valid(g):
+		return nil, fmt.Errorf("deployment %s: the group is not valid JSON", r.DeploymentID)
+	}
+	return append(parts, head, g, []byte("}")), nil
 }
 
 // ReadCurrent returns the record in force, nil when nothing was ever

@@ -98,18 +98,28 @@ func (g *Group) Validate() error {
 }
 
 // Marshal validates g and writes it in canonical form: sections unwrapped,
-// fields in API order, map keys sorted, zero values omitted, two-space
-// indentation, a trailing newline. Parse(Marshal(g)) equals g for any g that
-// Parse returned; for a group built in code, empty lists and maps come back
-// as nil.
+// fields in API order, map keys sorted, zero values omitted, compact (no
+// insignificant whitespace), a trailing newline. Parse(Marshal(g)) equals g
+// for any g that Parse returned; for a group built in code, empty lists and
+// maps come back as nil. The form is compact because deployments carry and
+// store it whole, megabytes at v1's limits; `ggctl group show` indents it.
 func Marshal(g *Group) ([]byte, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
 	}
+	return MarshalValid(g)
+}
+
+// MarshalValid is Marshal without the validation, for a group Parse has
+// just returned (validating a group at v1's limits again costs tens of MB
+// of garbage). A group that would not validate is written as it is.
+func MarshalValid(g *Group) ([]byte, error) {
+	if g == nil {
+		return nil, fmt.Errorf("groupdef: encode: the group is nil")
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
 	if err := enc.Encode(g); err != nil {
 		return nil, fmt.Errorf("groupdef: encode: %w", err)
 	}

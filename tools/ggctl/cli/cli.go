@@ -51,6 +51,7 @@ Commands:
   deployments                        deployment history, newest first
   deployments show [ID]              one deployment (the current one without ID)
   deployments applied                which deployment every daemon runs
+  deployments group                  the group definition in force, as indented JSON
   secret put NAME [--file F]         store a secret's new version (AWSCURRENT)
   secret list                        stored and deployed secrets (never their values)
   secret rm NAME [--force]           delete a secret
@@ -123,6 +124,7 @@ func init() {
 		{"deploy", "FILE | --reset", "Deploy a group definition file, showing progress on stderr; or remove the\ndeployed group with --reset. Exits 0 on SUCCESS, 1 on FAILURE, 2 when the\ndefinition is invalid.", cmdDeploy},
 		{"deployments show", "[ID]", "Show one deployment with every daemon's result (the current one without ID).", cmdDeploymentsShow},
 		{"deployments applied", "", "Show which deployment every daemon runs next to the one current.json names;\nexits 1 when one differs or does not answer.", cmdDeploymentsApplied},
+		{"deployments group", "", "Print the group definition in force in canonical form (plain sections, API\nfield order), indented; a file deploy takes as it is. Exits 4 when no group is\nin force.", cmdDeploymentsGroup},
 		{"deployments", "", "List the deployment history, newest first.", cmdDeployments},
 		{"pub", "TOPIC PAYLOAD [--as SOURCE] [--qos 0|1] [--file F]", "Route one message through the deployed group's subscription table as if SOURCE\nhad published it, and print the targets it reached. PAYLOAD - (or --file -)\nreads standard input. SOURCE is cloud (the default), GGShadowService,\ndevice:NAME, function:ARN, connector:ARN, or a subscription's Source as the\ngroup writes it (a thing, function or connector ARN). Exits 0 also when no\nsubscription matches: \"no subscription matches: nothing delivered\".", cmdPub},
 		{"sub", "FILTER [-n COUNT]", "Print every message the broker routes whose topic matches FILTER (MQTT\nwildcards + and #), one line each: TIME SOURCE -> TARGETS TOPIC PAYLOAD.\nA payload is shown as text when it is printable UTF-8 (cut at 200 characters\nwith …), else as <N bytes>. Runs until interrupted (Ctrl-C, exit 0) or until\nCOUNT messages have been printed. It only watches: routing does not change.", cmdSub},

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 
 	deployv1 "github.com/evergreen-edge/evergreen/proto/evergreen/deploy/v1"
@@ -135,4 +137,36 @@ func cmdDeploymentsApplied(a *app, args []string) error {
 		return failf("%d of %d daemons do not run deployment %s", off, len(resp.GetDaemons()), resp.GetDeploymentId())
 	}
 	return nil
+}
+
+// cmdDeploymentsGroup prints the group in force, indented (the deployagent
+// keeps it compact).
+func cmdDeploymentsGroup(a *app, args []string) error {
+	if _, err := a.parse(a.flags(), args, 0, 0); err != nil {
+		return err
+	}
+	d, err := a.deployer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := a.unary()
+	defer cancel()
+	resp, err := d.GetCurrentGroup(ctx, &deployv1.GetCurrentGroupRequest{})
+	if err != nil {
+		if status.Code(err) == codes.NotFound {
+			return &exitError{code: ExitNotFound, msg: "no group is in force: " + status.Convert(err).Message()}
+		}
+		return a.rpcError(deployagentDaemon, err)
+	}
+	if a.g.json {
+		_, err = fmt.Fprintf(a.stdout, "%s\n", bytes.TrimSpace(resp.GetGroupJson()))
+		return err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, bytes.TrimSpace(resp.GetGroupJson()), "", "  "); err != nil {
+		return failf("the deployagent sent a group that is not JSON: %v", err)
+	}
+	out.WriteByte('\n')
+	_, err = a.stdout.Write(out.Bytes())
+	return err
 }
