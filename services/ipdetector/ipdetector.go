@@ -211,7 +211,7 @@ func (s *Service) refresh(first bool) {
 	}
 	next := buildConnectivity(s.env.Config.Evergreen.Connectivity, detected, s.mqttPort)
 	s.mu.Lock()
-	if s.stopped || (!first && proto.Equal(next, s.conn)) {
+	if s.stopped || (!first && sameConnectivity(next, s.conn)) {
 		s.mu.Unlock()
 		return
 	}
