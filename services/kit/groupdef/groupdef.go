@@ -102,7 +102,7 @@ func (g *Group) Validate() error {
 // insignificant whitespace), a trailing newline. Parse(Marshal(g)) equals g
 // for any g that Parse returned; for a group built in code, empty lists and
 // maps come back as nil. The form is compact because deployments carry and
-// store it whole, megabytes at v1's limits; `ggctl group show` indents it.
+// store it whole, megabytes at v1's limits; `ggctl deployments group` indents it.
 func Marshal(g *Group) ([]byte, error) {
 	if err := g.Validate(); err != nil {
 		return nil, err
